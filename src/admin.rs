@@ -1,0 +1,49 @@
+//! The admin listener: `/healthz` (alive), `/readyz` (serving, not
+//! draining), `/metrics` (Prometheus text).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::state::Shared;
+
+fn resp(status: u16, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let json_ct = "application/json";
+    Ok(match req.uri().path() {
+        "/healthz" => resp(200, json_ct, json!({"status": "ok"}).to_string()),
+        "/readyz" => {
+            let l = &shared.lifecycle;
+            let mut body = if l.is_draining() {
+                json!({"status": "draining"})
+            } else if l.is_ready() {
+                json!({"status": "ready"})
+            } else {
+                json!({"status": "starting"})
+            };
+            if shared.runtime().config.cluster.redis.is_some() {
+                let up = shared.metrics.cluster_connected.get() == 1;
+                body["cluster"] = json!(if up { "connected" } else { "disconnected" });
+            }
+            resp(if l.is_ready() { 200 } else { 503 }, json_ct, body.to_string())
+        }
+        "/metrics" => resp(
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.metrics.encode(),
+        ),
+        _ => resp(404, json_ct, json!({"error": "not_found", "message": "try /healthz, /readyz or /metrics"}).to_string()),
+    })
+}

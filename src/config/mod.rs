@@ -1,0 +1,71 @@
+//! Typed configuration, read from `sidecar.toml` in two stages: a spanned
+//! TOML tree, then a checked [`Config`] with named defaults. Every problem of
+//! a file is collected (with file, line, column and key) before any listener
+//! binds, and nothing secret is ever echoed.
+
+mod reader;
+mod sections;
+mod sections_auth;
+mod sections_routes;
+mod show;
+
+use std::path::{Path, PathBuf};
+
+pub use sections::*;
+
+use reader::{Diag, Table};
+
+/// The problems of one configuration file, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .lines.join("\n"))]
+pub struct ConfigError {
+    pub lines: Vec<String>,
+}
+
+impl Config {
+    /// Reads, parses and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            lines: vec![format!("{}: cannot read the configuration file: {e}", path.display())],
+        })?;
+        Config::parse(path, &src)
+    }
+
+    /// Parses and checks configuration text; `path` names it in errors and
+    /// anchors relative file names.
+    pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let mut d = Diag::new(&file, src);
+        let doc = match toml::de::DeTable::parse(src) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let msg = e.message().lines().next().unwrap_or("invalid TOML").to_owned();
+                d.error(&span, "", msg);
+                return Err(ConfigError { lines: d.errors });
+            }
+        };
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut root = Table::new(Some(doc.get_ref()), String::new(), doc.span());
+        let config = sections::read(&mut d, &mut root, path, &base);
+        root.finish(&mut d);
+        if d.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { lines: d.errors })
+        }
+    }
+
+    /// The settings in force, secrets masked, as `sidecast check` prints them.
+    pub fn effective(&self) -> String {
+        show::effective(self)
+    }
+}
+
+/// Where the configuration is read from when no `--config` is given.
+pub fn default_path() -> PathBuf {
+    std::env::var_os("SIDECAST_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("sidecar.toml"))
+}

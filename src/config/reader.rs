@@ -1,0 +1,274 @@
+//! A walker over a spanned TOML document that records every problem it meets
+//! instead of stopping at the first, so that one `sidecast check` run shows
+//! every mistake of a file, each as `FILE:LINE:COL: KEY: what was expected`.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// Collects the problems of one file, with what is needed to turn a byte
+/// offset into a line and column.
+pub(crate) struct Diag<'s> {
+    file: String,
+    src: &'s str,
+    pub(crate) errors: Vec<String>,
+}
+
+impl<'s> Diag<'s> {
+    pub(crate) fn new(file: &str, src: &'s str) -> Self {
+        Diag {
+            file: file.to_owned(),
+            src,
+            errors: Vec::new(),
+        }
+    }
+
+    /// `LINE:COL` (both 1-based) of a byte offset.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.src.len());
+        let before = &self.src[..offset];
+        let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+        let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+        (line, col)
+    }
+
+    pub(crate) fn error(&mut self, span: &Range<usize>, key: &str, message: impl AsRef<str>) {
+        let (line, col) = self.position(span.start);
+        let message = message.as_ref();
+        self.errors.push(if key.is_empty() {
+            format!("{}:{line}:{col}: {message}", self.file)
+        } else {
+            format!("{}:{line}:{col}: {key}: {message}", self.file)
+        });
+    }
+}
+
+/// One TOML table being read: remembers which keys were asked for, so that
+/// the rest can be reported as unknown (a typo must not be ignored).
+pub(crate) struct Table<'t, 'i> {
+    table: Option<&'t DeTable<'i>>,
+    path: String,
+    span: Range<usize>,
+    used: Vec<&'static str>,
+}
+
+impl<'t, 'i> Table<'t, 'i> {
+    pub(crate) fn new(table: Option<&'t DeTable<'i>>, path: String, span: Range<usize>) -> Self {
+        Table {
+            table,
+            path,
+            span,
+            used: Vec::new(),
+        }
+    }
+
+    /// The dotted name of a key of this table, as errors show it.
+    pub(crate) fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    pub(crate) fn span(&self) -> Range<usize> {
+        self.span.clone()
+    }
+
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.table
+            .is_some_and(|t| t.iter().any(|(k, _)| k.get_ref().as_ref() == key))
+    }
+
+    pub(crate) fn raw(&mut self, key: &'static str) -> Option<&'t Spanned<DeValue<'i>>> {
+        self.used.push(key);
+        let table = self.table?;
+        table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Reads `key` with `parse`; a wrong value is recorded and gives `None`.
+    pub(crate) fn get<T>(
+        &mut self,
+        d: &mut Diag,
+        key: &'static str,
+        parse: impl FnOnce(&DeValue) -> Result<T, String>,
+    ) -> Option<T> {
+        let value = self.raw(key)?;
+        match parse(value.get_ref()) {
+            Ok(v) => Some(v),
+            Err(expected) => {
+                d.error(&value.span(), &self.key_path(key), expected);
+                None
+            }
+        }
+    }
+
+    /// Like [`Table::get`], with the span of the value for later checks.
+    pub(crate) fn get_spanned<T>(
+        &mut self,
+        d: &mut Diag,
+        key: &'static str,
+        parse: impl FnOnce(&DeValue) -> Result<T, String>,
+    ) -> Option<(T, Range<usize>)> {
+        let value = self.raw(key)?;
+        let span = value.span();
+        match parse(value.get_ref()) {
+            Ok(v) => Some((v, span)),
+            Err(expected) => {
+                d.error(&span, &self.key_path(key), expected);
+                None
+            }
+        }
+    }
+
+    /// A sub-table; a value of another type is reported and read as absent.
+    pub(crate) fn table(&mut self, d: &mut Diag, key: &'static str) -> Table<'t, 'i> {
+        let path = self.key_path(key);
+        match self.raw(key) {
+            Some(v) => match v.get_ref() {
+                DeValue::Table(t) => Table::new(Some(t), path, v.span()),
+                other => {
+                    d.error(
+                        &v.span(),
+                        &path,
+                        format!("expected a table, found {}", other.type_str()),
+                    );
+                    Table::new(None, path, v.span())
+                }
+            },
+            None => Table::new(None, path, 0..0),
+        }
+    }
+
+    /// An array of tables (`[[routes]]`).
+    pub(crate) fn array_of_tables(&mut self, d: &mut Diag, key: &'static str) -> Vec<Table<'t, 'i>> {
+        let path = self.key_path(key);
+        let Some(v) = self.raw(key) else {
+            return Vec::new();
+        };
+        let DeValue::Array(items) = v.get_ref() else {
+            d.error(&v.span(), &path, "expected an array of tables ([[...]])");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.get_ref() {
+                DeValue::Table(t) => out.push(Table::new(Some(t), format!("{path}[{i}]"), item.span())),
+                other => d.error(
+                    &item.span(),
+                    &format!("{path}[{i}]"),
+                    format!("expected a table, found {}", other.type_str()),
+                ),
+            }
+        }
+        out
+    }
+
+    /// Reports every key that was never asked for.
+    pub(crate) fn finish(&self, d: &mut Diag) {
+        let Some(table) = self.table else { return };
+        for (k, _) in table.iter() {
+            let name = k.get_ref().as_ref();
+            if !self.used.contains(&name) {
+                let what = if self.path.is_empty() {
+                    "unknown section or key"
+                } else {
+                    "unknown key"
+                };
+                let mut known: Vec<&str> = self.used.clone();
+                known.sort_unstable();
+                known.dedup();
+                d.error(
+                    &k.span(),
+                    &self.key_path(name),
+                    format!("{what} (known here: {})", known.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+pub(crate) fn type_str(v: &DeValue) -> &'static str {
+    v.type_str()
+}
+
+pub(crate) fn string(v: &DeValue) -> Result<String, String> {
+    match v {
+        DeValue::String(s) => Ok(s.to_string()),
+        other => Err(format!("expected a string, found {}", type_str(other))),
+    }
+}
+
+pub(crate) fn boolean(v: &DeValue) -> Result<bool, String> {
+    v.as_bool()
+        .ok_or_else(|| format!("expected true or false, found {}", type_str(v)))
+}
+
+pub(crate) fn integer(v: &DeValue) -> Result<u64, String> {
+    match v {
+        DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix())
+            .map_err(|_| format!("expected a non-negative integer, found {}", i.as_str())),
+        other => Err(format!("expected an integer, found {}", type_str(other))),
+    }
+}
+
+pub(crate) fn strings(v: &DeValue) -> Result<Vec<String>, String> {
+    match v {
+        DeValue::Array(items) => items
+            .iter()
+            .map(|item| match item.get_ref() {
+                DeValue::String(s) => Ok(s.to_string()),
+                other => Err(format!(
+                    "expected an array of strings, found an element that is {}",
+                    type_str(other)
+                )),
+            })
+            .collect(),
+        other => Err(format!("expected an array of strings, found {}", type_str(other))),
+    }
+}
+
+/// A string or an array of strings (`audience`).
+pub(crate) fn one_or_many(v: &DeValue) -> Result<Vec<String>, String> {
+    match v {
+        DeValue::String(s) => Ok(vec![s.to_string()]),
+        DeValue::Array(_) => strings(v),
+        other => Err(format!("expected a string or an array of strings, found {}", type_str(other))),
+    }
+}
+
+/// `"15s"`, `"500ms"`, `"1h 30m"`.
+pub(crate) fn duration(v: &DeValue) -> Result<Duration, String> {
+    let DeValue::String(s) = v else {
+        return Err(format!(
+            "expected a duration string such as \"15s\" or \"500ms\", found {}",
+            type_str(v)
+        ));
+    };
+    parse_duration(s)
+}
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("expected a duration such as \"15s\" or \"500ms\", found {s:?} ({e})")
+    })
+}
+
+/// Bytes: an integer, or a string such as `"64MiB"`.
+pub(crate) fn size(v: &DeValue) -> Result<u64, String> {
+    match v {
+        DeValue::Integer(_) => integer(v),
+        DeValue::String(s) => s.trim().parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|_| {
+            format!("expected a size in bytes or a string such as \"64MiB\", found {s:?}")
+        }),
+        other => Err(format!(
+            "expected a size (integer bytes or a string such as \"64MiB\"), found {}",
+            type_str(other)
+        )),
+    }
+}

@@ -1,0 +1,189 @@
+//! `[auth]`: modes, token settings, forward auth, and the keys, loaded here
+//! so that a missing variable or unreadable key file is reported like any
+//! other configuration error (and a reload re-reads key files).
+
+use std::path::Path;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+
+use super::reader::{self as r, Diag, Table};
+use super::sections::{file_path, nonzero, take, Auth, AuthMode, ForwardUser};
+use crate::auth::keys;
+use crate::topic::Pattern;
+
+fn algorithm(name: &str) -> Result<Algorithm, String> {
+    name.parse::<Algorithm>().map_err(|_| {
+        format!("expected algorithms among HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA, found {name:?}")
+    })
+}
+
+pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
+    let mut spans = Vec::new();
+    let mut file = |t: &mut Table, d: &mut Diag, key: &'static str| {
+        t.get_spanned(d, key, |v| file_path(base, v)).map(|(p, s)| {
+            spans.push((key, s.clone()));
+            (p, s)
+        })
+    };
+    let secret_file = file(t, d, "secret_file");
+    let public_key_file = file(t, d, "public_key_file");
+    let jwks_file = file(t, d, "jwks_file");
+    let secret_env_set = t.has("secret_env");
+    let secret_env = t.get_spanned(d, "secret_env", r::string);
+    let mut auth = Auth {
+        required: take!(t, d, "required", r::boolean, true),
+        mode: take!(t, d, "mode", |v| match r::string(v)?.as_str() {
+            "jwt" => Ok(AuthMode::Jwt),
+            "forward" => Ok(AuthMode::Forward),
+            other => Err(format!("expected \"jwt\" or \"forward\", found {other:?}")),
+        }, AuthMode::Jwt),
+        secret_env: secret_env.as_ref().map_or_else(|| "SIDECAST_JWT_SECRET".to_owned(), |(v, _)| v.clone()),
+        secret_file: secret_file.as_ref().map(|(p, _)| p.clone()),
+        public_key_file: public_key_file.as_ref().map(|(p, _)| p.clone()),
+        jwks_file: jwks_file.as_ref().map(|(p, _)| p.clone()),
+        jwks_url: t.get(d, "jwks_url", |v| {
+            let url = r::string(v)?;
+            if url.starts_with("http://") || url.starts_with("https://") {
+                Ok(url)
+            } else {
+                Err(format!("expected an http:// or https:// URL, found {url:?}"))
+            }
+        }),
+        algorithms: t.get(d, "algorithms", |v| {
+            let names = r::strings(v)?;
+            if names.is_empty() {
+                return Err("expected at least one algorithm".into());
+            }
+            names.iter().map(|n| algorithm(n)).collect()
+        }),
+        issuer: t.get(d, "issuer", r::string),
+        audience: take!(t, d, "audience", r::one_or_many, Vec::new()),
+        leeway: take!(t, d, "leeway", r::duration, Duration::from_secs(5)),
+        cookie: take!(t, d, "cookie", r::string, "sidecast_token".to_owned()),
+        topics_claim: take!(t, d, "topics_claim", r::string, "topics".to_owned()),
+        jwks_refresh: take!(t, d, "jwks_refresh", nonzero, Duration::from_secs(300)),
+        forward: t.get(d, "forward", |v| {
+            let f = r::string(v)?;
+            if f.starts_with('/') || f.starts_with("http://") {
+                Ok(f)
+            } else {
+                Err(format!("expected a path such as \"/api/me\" or an http:// URL, found {f:?}"))
+            }
+        }),
+        forward_headers: take!(t, d, "forward_headers", |v| {
+            let list = r::strings(v)?;
+            for h in &list {
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(format!("expected header names, found {h:?}"));
+                }
+            }
+            Ok(list.into_iter().map(|h| h.to_ascii_lowercase()).collect())
+        }, vec!["cookie".to_owned(), "authorization".to_owned()]),
+        forward_user: take!(t, d, "forward_user", |v| {
+            let f = r::string(v)?;
+            if let Some(name) = f.strip_prefix("header:") {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_ok() {
+                    return Ok(ForwardUser::Header(name.to_ascii_lowercase()));
+                }
+            } else if f.starts_with('/') {
+                return Ok(ForwardUser::Pointer(f));
+            }
+            Err(format!(
+                "expected \"header:NAME\" or a JSON pointer starting with '/' such as \"/user/id\", found {f:?}"
+            ))
+        }, ForwardUser::Header("sidecast-user".to_owned())),
+        forward_grants: take!(t, d, "forward_grants", |v| {
+            let list = r::strings(v)?;
+            for g in &list {
+                Pattern::parse(&g.replace("{sub}", "x")).map_err(|e| format!("bad grant pattern: {e}"))?;
+            }
+            Ok(list)
+        }, Vec::new()),
+        forward_timeout: take!(t, d, "forward_timeout", nonzero, Duration::from_secs(3)),
+        forward_cache: take!(t, d, "forward_cache", r::duration, Duration::from_secs(10)),
+        forward_recheck: take!(t, d, "forward_recheck", nonzero, Duration::from_secs(300)),
+        keys: Vec::new(),
+    };
+    if auth.mode == AuthMode::Forward && auth.forward.is_none() {
+        d.error(&t.span(), &t.key_path("forward"), "mode = \"forward\" needs forward, the app endpoint to ask (such as \"/api/me\")");
+    }
+    if auth.mode == AuthMode::Jwt || !auth.required {
+        load_keys(d, t, &mut auth, secret_env_set, secret_env.map(|(_, s)| s), &spans);
+    }
+    t.finish(d);
+    auth
+}
+
+/// Loads every key source named. With none but the default `secret_env`,
+/// that variable is the key, and its absence is an error when auth is
+/// required in JWT mode.
+fn load_keys(
+    d: &mut Diag,
+    t: &Table,
+    auth: &mut Auth,
+    secret_env_set: bool,
+    secret_env_span: Option<std::ops::Range<usize>>,
+    spans: &[(&'static str, std::ops::Range<usize>)],
+) {
+    let span_of = |key: &str| {
+        spans
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or_else(|| t.span(), |(_, s)| s.clone())
+    };
+    let others = auth.secret_file.is_some()
+        || auth.public_key_file.is_some()
+        || auth.jwks_file.is_some()
+        || auth.jwks_url.is_some();
+    let env_span = secret_env_span.unwrap_or_else(|| t.span());
+    match std::env::var_os(&auth.secret_env) {
+        Some(v) if !v.is_empty() => {
+            use std::os::unix::ffi::OsStrExt;
+            match keys::secret_key(v.as_bytes(), &format!("${}", auth.secret_env)) {
+                Ok(k) => auth.keys.push(k),
+                Err(e) => d.error(&env_span, &t.key_path("secret_env"), e),
+            }
+        }
+        _ if (secret_env_set || !others) && auth.required && auth.mode == AuthMode::Jwt => d.error(
+            &env_span,
+            &t.key_path("secret_env"),
+            format!(
+                "the environment variable {} is missing or empty; set it to the HS secret (at least {} bytes), or configure another key source",
+                auth.secret_env,
+                keys::MIN_SECRET_LEN
+            ),
+        ),
+        _ => {}
+    }
+    let read = |d: &mut Diag, key: &str, path: &Path| -> Option<Vec<u8>> {
+        std::fs::read(path)
+            .map_err(|e| d.error(&span_of(key), &t.key_path(key), format!("cannot read {}: {e}", path.display())))
+            .ok()
+    };
+    if let Some(p) = auth.secret_file.clone() {
+        if let Some(bytes) = read(d, "secret_file", &p) {
+            let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+            match keys::secret_key(trimmed, &p.display().to_string()) {
+                Ok(k) => auth.keys.push(k),
+                Err(e) => d.error(&span_of("secret_file"), &t.key_path("secret_file"), e),
+            }
+        }
+    }
+    if let Some(p) = auth.public_key_file.clone() {
+        if let Some(bytes) = read(d, "public_key_file", &p) {
+            match keys::pem_key(&bytes, &p.display().to_string()) {
+                Ok(k) => auth.keys.push(k),
+                Err(e) => d.error(&span_of("public_key_file"), &t.key_path("public_key_file"), e),
+            }
+        }
+    }
+    if let Some(p) = auth.jwks_file.clone() {
+        if let Some(bytes) = read(d, "jwks_file", &p) {
+            match keys::jwks_keys(&bytes, &p.display().to_string()) {
+                Ok((ks, _notes)) => auth.keys.extend(ks),
+                Err(e) => d.error(&span_of("jwks_file"), &t.key_path("jwks_file"), e),
+            }
+        }
+    }
+}

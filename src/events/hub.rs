@@ -1,0 +1,517 @@
+//! The hub: topics with their streams and history, one lock for all.
+//!
+//! One lock is deliberate: an event's id is assigned, it enters history and
+//! it is queued to every stream in one critical section, so every stream
+//! sees events in id order, and a subscriber's replay and its registration
+//! for live events happen at one instant (no event can fall between them).
+//! Pushing into a stream queue never waits, so the section stays short.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::frame::{Event, NewEvent};
+use super::queue::{Close, StreamHandle};
+use crate::config::{Config, HistoryPolicy};
+use crate::metrics::Metrics;
+use crate::topic::Topic;
+
+/// How a new stream starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Live events only.
+    New,
+    /// Everything after this id (`Last-Event-ID`).
+    After(String),
+    /// All that history holds.
+    Earliest,
+    /// The newest N events history holds.
+    Last(usize),
+}
+
+/// What a stream is opened with.
+#[derive(Debug)]
+pub struct Opening {
+    pub replay: Vec<Arc<Event>>,
+    /// A reset instead of a replay: (reason, the id the client sent).
+    pub reset: Option<(String, String)>,
+    /// The newest id issued (the reset's `id:`).
+    pub newest: String,
+}
+
+/// A subscription request.
+pub struct Subscribe {
+    pub topics: Vec<Topic>,
+    pub user: Option<Arc<str>>,
+    pub key_id: Option<Arc<str>>,
+    pub route: Arc<str>,
+    pub start: Start,
+    pub queue: usize,
+}
+
+/// History limits of one configuration.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub size: usize,
+    pub ttl: Duration,
+    pub bytes: u64,
+    pub policies: Vec<HistoryPolicy>,
+    pub max_streams: usize,
+}
+
+impl Limits {
+    pub fn new(config: &Config, max_streams: usize) -> Limits {
+        Limits {
+            size: config.events.history,
+            ttl: config.events.history_ttl,
+            bytes: config.events.history_bytes,
+            policies: config.history.clone(),
+            max_streams,
+        }
+    }
+
+    fn policy(&self, topic: &Topic) -> (usize, Duration) {
+        self.policies
+            .iter()
+            .find(|p| p.pattern.matches(topic))
+            .map_or((self.size, self.ttl), |p| (p.size, p.ttl))
+    }
+}
+
+struct TopicState {
+    subs: HashMap<u64, Arc<StreamHandle>>,
+    ring: VecDeque<Arc<Event>>,
+    /// Highest seq ever dropped from `ring`: a replay from before it has a gap.
+    evicted: u64,
+    size: usize,
+    ttl: Duration,
+    generation: u64,
+}
+
+struct State {
+    epoch: Arc<str>,
+    last_seq: u64,
+    topics: HashMap<Topic, TopicState>,
+    /// Events in publish order, for the byte budget (entries no ring holds
+    /// any more are skipped and trimmed).
+    fifo: VecDeque<Arc<Event>>,
+    bytes: u64,
+    /// Highest `evicted` of topics forgotten entirely.
+    forgotten: u64,
+    streams: HashMap<u64, Arc<StreamHandle>>,
+    limits: Limits,
+    generation: u64,
+}
+
+/// Refusals at subscribe time.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    TooManyStreams,
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    next_stream: AtomicU64,
+    open: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+/// The textual id of `seq` in `epoch`.
+pub fn format_id(epoch: &str, seq: u64) -> String {
+    format!("{epoch}-{seq}")
+}
+
+/// A new epoch for this run: the start time, so that ids from an earlier run
+/// never match, plus randomness against two starts in one millisecond.
+pub fn new_epoch() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    format!("{ms:x}{:04x}", fastrand::u16(..))
+}
+
+fn drop_front(topic: &mut TopicState, bytes: &mut u64) {
+    if let Some(ev) = topic.ring.pop_front() {
+        topic.evicted = topic.evicted.max(ev.seq);
+        if ev.rings.fetch_sub(1, Ordering::Relaxed) == 1 {
+            *bytes -= ev.size() as u64;
+        }
+    }
+}
+
+impl State {
+    fn parse_id(&self, id: &str) -> Result<u64, &'static str> {
+        let (epoch, seq) = id.rsplit_once('-').ok_or("malformed id")?;
+        let seq: u64 = seq.parse().map_err(|_| "malformed id")?;
+        if epoch != &*self.epoch {
+            return Err("id from another epoch (a restart or a history reset)");
+        }
+        if seq > self.last_seq {
+            return Err("unknown id");
+        }
+        Ok(seq)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let State { topics, bytes, .. } = self;
+        for t in topics.values_mut() {
+            while t.ring.front().is_some_and(|e| now.duration_since(e.published) > t.ttl) {
+                drop_front(t, bytes);
+            }
+        }
+    }
+
+    fn trim_fifo(&mut self) {
+        while self.fifo.front().is_some_and(|e| e.rings.load(Ordering::Relaxed) == 0) {
+            self.fifo.pop_front();
+        }
+    }
+
+    fn enforce_budget(&mut self) {
+        while self.bytes > self.limits.bytes {
+            let Some(ev) = self.fifo.pop_front() else { break };
+            for t in ev.topics.iter() {
+                if let Some(ts) = self.topics.get_mut(t) {
+                    if ts.ring.front().is_some_and(|f| Arc::ptr_eq(f, &ev)) {
+                        drop_front(ts, &mut self.bytes);
+                    }
+                }
+            }
+        }
+        self.trim_fifo();
+        if self.fifo.len() > 64 && self.fifo.len() > 2 * self.topics.values().map(|t| t.ring.len()).sum::<usize>() {
+            self.fifo.retain(|e| e.rings.load(Ordering::Relaxed) > 0);
+        }
+    }
+
+    fn topic(&mut self, topic: &Topic) -> &mut TopicState {
+        let generation = self.generation;
+        let limits = &self.limits;
+        let forgotten = self.forgotten;
+        let ts = self.topics.entry(topic.clone()).or_insert_with(|| {
+            let (size, ttl) = limits.policy(topic);
+            TopicState {
+                subs: HashMap::new(),
+                ring: VecDeque::new(),
+                evicted: forgotten,
+                size,
+                ttl,
+                generation,
+            }
+        });
+        if ts.generation != generation {
+            (ts.size, ts.ttl) = limits.policy(topic);
+            ts.generation = generation;
+        }
+        ts
+    }
+
+    /// History, fan-out and accounting for one event with its seq assigned.
+    fn deliver(&mut self, ev: Arc<Event>, metrics: &Metrics) {
+        self.last_seq = ev.seq;
+        let mut held = false;
+        let mut delivered = 0u64;
+        let mut seen: Vec<u64> = Vec::new();
+        let multi = ev.topics.len() > 1;
+        let mut bytes = self.bytes;
+        for t in ev.topics.iter() {
+            let ts = self.topic(t);
+            if ts.size > 0 {
+                ts.ring.push_back(ev.clone());
+                ev.rings.fetch_add(1, Ordering::Relaxed);
+                held = true;
+                while ts.ring.len() > ts.size {
+                    drop_front(ts, &mut bytes);
+                }
+            } else {
+                ts.evicted = ev.seq;
+            }
+            for (id, s) in &ts.subs {
+                if !ev.visible_to(s.user.as_deref()) {
+                    continue;
+                }
+                if multi {
+                    if seen.contains(id) {
+                        continue;
+                    }
+                    seen.push(*id);
+                }
+                s.push(&ev);
+                delivered += 1;
+            }
+        }
+        if held {
+            bytes += ev.size() as u64;
+            self.fifo.push_back(ev);
+        }
+        self.bytes = bytes;
+        self.enforce_budget();
+        metrics.events_delivered.inc_by(delivered);
+    }
+
+    fn opening(&mut self, topics: &[Topic], user: Option<&str>, start: &Start) -> Opening {
+        let newest = format_id(&self.epoch, self.last_seq);
+        let mut opening = Opening {
+            replay: Vec::new(),
+            reset: None,
+            newest,
+        };
+        let after = match start {
+            Start::New => return opening,
+            Start::After(id) => match self.parse_id(id) {
+                Ok(seq) => seq,
+                Err(reason) => {
+                    opening.reset = Some((reason.to_owned(), id.clone()));
+                    return opening;
+                }
+            },
+            Start::Earliest | Start::Last(_) => 0,
+        };
+        self.expire(Instant::now());
+        let mut events: Vec<Arc<Event>> = Vec::new();
+        for t in topics {
+            match self.topics.get(t) {
+                Some(ts) => {
+                    if matches!(start, Start::After(_)) && ts.evicted > after {
+                        opening.reset = Some((
+                            "events after this id are no longer in history".to_owned(),
+                            match start {
+                                Start::After(id) => id.clone(),
+                                _ => String::new(),
+                            },
+                        ));
+                        return opening;
+                    }
+                    let from = ts.ring.partition_point(|e| e.seq <= after);
+                    events.extend(ts.ring.range(from..).filter(|e| e.visible_to(user)).cloned());
+                }
+                None => {
+                    if let Start::After(id) = start {
+                        if self.forgotten > after {
+                            opening.reset = Some((
+                                "events after this id are no longer in history".to_owned(),
+                                id.clone(),
+                            ));
+                            return opening;
+                        }
+                    }
+                }
+            }
+        }
+        if topics.len() > 1 {
+            events.sort_by_key(|e| e.seq);
+            events.dedup_by_key(|e| e.seq);
+        }
+        if let Start::Last(n) = start {
+            let skip = events.len().saturating_sub(*n);
+            events.drain(..skip);
+        }
+        opening.replay = events;
+        opening
+    }
+
+    fn forget(&mut self, topic: &Topic) {
+        if let Some(ts) = self.topics.get(topic) {
+            if ts.subs.is_empty() && ts.ring.is_empty() {
+                self.forgotten = self.forgotten.max(ts.evicted);
+                self.topics.remove(topic);
+            }
+        }
+    }
+}
+
+/// One topic's numbers for `GET /topics`.
+#[derive(Debug, serde::Serialize)]
+pub struct TopicInfo {
+    pub topic: Topic,
+    pub streams: usize,
+    pub last_id: Option<String>,
+    pub held: usize,
+}
+
+impl Hub {
+    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Hub {
+        Hub {
+            state: Mutex::new(State {
+                epoch: new_epoch().into(),
+                last_seq: 0,
+                topics: HashMap::new(),
+                fifo: VecDeque::new(),
+                bytes: 0,
+                forgotten: 0,
+                streams: HashMap::new(),
+                limits,
+                generation: 0,
+            }),
+            next_stream: AtomicU64::new(1),
+            open: AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// New limits from a reloaded configuration; history policies apply to
+    /// events published from now on.
+    pub fn set_limits(&self, limits: Limits) {
+        let mut s = self.lock();
+        s.limits = limits;
+        s.generation += 1;
+        s.enforce_budget();
+    }
+
+    /// Assigns ids and delivers a batch, in order.
+    pub fn publish(&self, batch: &[NewEvent]) -> Vec<String> {
+        let mut s = self.lock();
+        let mut ids = Vec::with_capacity(batch.len());
+        for new in batch {
+            let seq = s.last_seq + 1;
+            let id = format_id(&s.epoch, seq);
+            let ev = Arc::new(Event::new(seq, &id, new));
+            s.deliver(ev, &self.metrics);
+            ids.push(id);
+        }
+        self.metrics.events_published.inc_by(batch.len() as u64);
+        ids
+    }
+
+    /// Opens a stream: its replay (or reset) and its registration for live
+    /// events, at one instant.
+    pub fn subscribe(&self, req: Subscribe) -> Result<(Arc<StreamHandle>, Opening), Refused> {
+        let mut s = self.lock();
+        if self.open.load(Ordering::Relaxed) >= s.limits.max_streams {
+            return Err(Refused::TooManyStreams);
+        }
+        let opening = s.opening(&req.topics, req.user.as_deref(), &req.start);
+        let handle = Arc::new(StreamHandle::new(
+            self.next_stream.fetch_add(1, Ordering::Relaxed),
+            req.user,
+            req.topics.into_boxed_slice(),
+            req.key_id,
+            req.route,
+            req.queue,
+        ));
+        for t in handle.topics.iter() {
+            s.topic(t).subs.insert(handle.id, handle.clone());
+        }
+        s.streams.insert(handle.id, handle.clone());
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok((handle, opening))
+    }
+
+    pub fn unsubscribe(&self, handle: &StreamHandle) {
+        let mut s = self.lock();
+        if s.streams.remove(&handle.id).is_none() {
+            return;
+        }
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        for t in handle.topics.iter() {
+            if let Some(ts) = s.topics.get_mut(t) {
+                ts.subs.remove(&handle.id);
+            }
+            s.forget(t);
+        }
+    }
+
+    pub fn open_streams(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Closes the streams that match every filter given; returns how many.
+    pub fn disconnect(&self, user: Option<&str>, topic: Option<&Topic>, why: Close) -> usize {
+        let s = self.lock();
+        let mut n = 0;
+        for h in s.streams.values() {
+            if user.is_some_and(|u| h.user.as_deref() != Some(u)) {
+                continue;
+            }
+            if topic.is_some_and(|t| !h.topics.contains(t)) {
+                continue;
+            }
+            if !h.is_closed() {
+                h.close(why.clone());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Closes the streams whose token was verified by a key that `keep`
+    /// rejects (a key removed by a reload).
+    pub fn revoke(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let s = self.lock();
+        let mut n = 0;
+        for h in s.streams.values() {
+            if h.key_id.as_deref().is_some_and(|k| !keep(k)) {
+                h.close(Close::Revoked);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Every open stream, for a drain.
+    pub fn streams(&self) -> Vec<Arc<StreamHandle>> {
+        self.lock().streams.values().cloned().collect()
+    }
+
+    /// Drops expired history; run every second.
+    pub fn sweep(&self) {
+        let mut s = self.lock();
+        s.expire(Instant::now());
+        let empty: Vec<Topic> = s
+            .topics
+            .iter()
+            .filter(|(_, t)| t.subs.is_empty() && t.ring.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for t in empty {
+            s.forget(&t);
+        }
+        s.trim_fifo();
+    }
+
+    pub fn newest_id(&self) -> String {
+        let s = self.lock();
+        format_id(&s.epoch, s.last_seq)
+    }
+
+    pub fn topic_info(&self, topic: &Topic) -> Option<TopicInfo> {
+        let mut s = self.lock();
+        s.expire(Instant::now());
+        let epoch = s.epoch.clone();
+        let ts = s.topics.get(topic)?;
+        (!ts.subs.is_empty() || !ts.ring.is_empty()).then(|| TopicInfo {
+            topic: topic.clone(),
+            streams: ts.subs.len(),
+            last_id: ts.ring.back().map(|e| format_id(&epoch, e.seq)),
+            held: ts.ring.len(),
+        })
+    }
+
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        let names: Vec<Topic> = {
+            let mut s = self.lock();
+            s.expire(Instant::now());
+            let mut v: Vec<Topic> = s.topics.keys().cloned().collect();
+            v.sort();
+            v
+        };
+        names.iter().filter_map(|t| self.topic_info(t)).collect()
+    }
+
+    /// Bytes of history held (tests and `/metrics`).
+    pub fn history_bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,93 @@
+//! Long-polling, for clients that cannot hold a stream: the same topics,
+//! auth and cursor as a stream, answered as one JSON array. A poll is a
+//! short-lived subscription, so the replay/registration instant that keeps
+//! streams gap-free keeps polls gap-free too.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::frame::Event;
+use super::hub::{Refused, Start, Subscribe};
+use super::request::Asked;
+use super::serve::After;
+use crate::listener::head::Head;
+use crate::listener::respond::Reply;
+use crate::state::{Runtime, Shared};
+
+/// Elements in one answer at most; the cursor goes on from the last.
+pub const MAX_ELEMENTS: usize = 1000;
+
+fn element(e: &Event) -> serde_json::Value {
+    let mut o = serde_json::json!({ "id": e.id(), "data": e.data() });
+    if let Some(n) = &e.name {
+        o["event"] = serde_json::Value::String(n.to_string());
+    }
+    o
+}
+
+pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    head: &Head,
+    asked: Asked,
+    rt: &Runtime,
+    shared: &Arc<Shared>,
+    origin: &Option<String>,
+) -> After {
+    let req = Subscribe {
+        topics: asked.topics,
+        user: asked.principal.user.clone(),
+        key_id: None,
+        route: asked.route,
+        start: match asked.start {
+            Start::New => Start::After(shared.hub.newest_id()),
+            other => other,
+        },
+        queue: MAX_ELEMENTS,
+    };
+    let (handle, opening) = match shared.hub.subscribe(req) {
+        Ok(x) => x,
+        Err(Refused::TooManyStreams) => {
+            let r = Reply::error(503, "unavailable", "too many streams")
+                .header("Retry-After", rt.config.events.retry.as_secs().max(1).to_string());
+            let _ = r.send(io, head.minor, false, false).await;
+            return After::Close;
+        }
+    };
+    let mut items: Vec<serde_json::Value> = Vec::new();
+    let mut cursor = opening.newest.clone();
+    if let Some((reason, sent)) = &opening.reset {
+        shared.metrics.resets.inc();
+        items.push(serde_json::json!({
+            "id": opening.newest,
+            "event": "sidecast.reset",
+            "data": serde_json::json!({"reason": reason, "last_event_id": sent}).to_string(),
+        }));
+    }
+    let mut events: Vec<Arc<Event>> = opening.replay;
+    if items.is_empty() && events.is_empty() {
+        let wait = handle.next(&mut events, MAX_ELEMENTS);
+        let _ = tokio::time::timeout(rt.config.events.poll_timeout, wait).await;
+    }
+    shared.hub.unsubscribe(&handle);
+    events.truncate(MAX_ELEMENTS - items.len());
+    if let Some(last) = events.last() {
+        cursor = last.id().to_owned();
+    }
+    items.extend(events.iter().map(|e| element(e)));
+    let mut r = Reply::json(200, &serde_json::Value::Array(items))
+        .header("Last-Event-ID", cursor)
+        .header("Cache-Control", "no-cache")
+        .header("Vary", "Origin");
+    if let Some(o) = origin {
+        r = r
+            .header("Access-Control-Allow-Origin", o.clone())
+            .header("Access-Control-Allow-Credentials", "true")
+            .header("Access-Control-Expose-Headers", "Last-Event-ID");
+    }
+    let keep = head.keep_alive();
+    match r.send(io, head.minor, keep, head.method == "HEAD").await {
+        Ok(()) if keep => After::KeepAlive,
+        _ => After::Close,
+    }
+}

@@ -1,0 +1,229 @@
+//! An events request on the public listener, from its head to the end of
+//! its stream: CORS, refusals, the response head, the opening (replay or
+//! reset), then the lean writer.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::frame::{chunked, control, notice};
+use super::hub::{Opening, Refused, Subscribe};
+use super::request::{accepts_sse, denied_reply, resolve, Asked};
+use super::stream::{self, jittered, Settings};
+use crate::auth::Denied;
+use crate::listener::head::Head;
+use crate::listener::respond::Reply;
+use crate::metrics::RouteLabel;
+use crate::state::{Runtime, Shared};
+
+/// What the connection does after an events request.
+pub enum After {
+    /// The response is complete and the connection may serve another.
+    KeepAlive,
+    Close,
+}
+
+fn cors(head: &Head, rt: &Runtime) -> Option<String> {
+    let origin = head.header("origin")?;
+    rt.config
+        .events
+        .cors_origins
+        .iter()
+        .find(|o| o.as_bytes() == origin)
+        .cloned()
+}
+
+fn with_cors(mut r: Reply, origin: &Option<String>) -> Reply {
+    r = r.header("Vary", "Origin");
+    if let Some(o) = origin {
+        r = r
+            .header("Access-Control-Allow-Origin", o.clone())
+            .header("Access-Control-Allow-Credentials", "true");
+    }
+    r
+}
+
+async fn reply<IO: AsyncWrite + Unpin>(io: &mut IO, head: &Head, r: Reply) -> After {
+    let keep = head.keep_alive() && r.status < 500 && r.status != 400;
+    match r.send(io, head.minor, keep, head.method == "HEAD").await {
+        Ok(()) if keep => After::KeepAlive,
+        _ => After::Close,
+    }
+}
+
+/// A refusal that passes (overload, draining, auth backend down): an
+/// EventSource gets a `200` stream with a jittered `retry:` and one
+/// `sidecast.unavailable` event, because browsers never retry a non-200
+/// answer; other clients get `503` with `Retry-After`.
+async fn unavailable<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    head: &Head,
+    rt: &Runtime,
+    origin: &Option<String>,
+    reason: &str,
+) -> After {
+    let retry = jittered(rt.config.events.retry);
+    if accepts_sse(head) && head.method == "GET" {
+        let mut text = format!("retry: {retry}\n\n").into_bytes();
+        text.extend_from_slice(&notice("sidecast.unavailable", &serde_json::json!({"reason": reason}), None));
+        let body = if head.minor == 1 {
+            let mut b = chunked(&text).to_vec();
+            b.extend_from_slice(b"0\r\n\r\n");
+            b
+        } else {
+            text
+        };
+        let mut out = sse_head(head.minor, origin).into_bytes();
+        out.extend_from_slice(&body);
+        let _ = stream::write_frames(io, &[Bytes::from(out)]).await;
+        return After::Close;
+    }
+    let r = Reply::error(503, "unavailable", reason).header("Retry-After", retry.div_ceil(1000).to_string());
+    reply(io, head, with_cors(r, origin)).await
+}
+
+fn sse_head(minor: u8, origin: &Option<String>) -> String {
+    let mut h = format!(
+        "HTTP/1.{minor} 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache, no-transform\r\nX-Accel-Buffering: no\r\nVary: Origin\r\n"
+    );
+    if let Some(o) = origin {
+        h.push_str(&format!(
+            "Access-Control-Allow-Origin: {o}\r\nAccess-Control-Allow-Credentials: true\r\n"
+        ));
+    }
+    h.push_str(if minor == 1 {
+        "Transfer-Encoding: chunked\r\n\r\n"
+    } else {
+        "Connection: close\r\n\r\n"
+    });
+    h
+}
+
+/// Serves one events request. `head` is taken by value and dropped before
+/// the stream runs: a long-lived stream keeps nothing of its request.
+pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    head: Head,
+    route: Option<usize>,
+    params: Vec<(String, String)>,
+    shared: &Arc<Shared>,
+) -> After {
+    let rt = shared.runtime();
+    let origin = cors(&head, &rt);
+    if head.method == "OPTIONS" {
+        let mut r = with_cors(Reply::new(204), &origin);
+        if origin.is_some() {
+            r = r
+                .header("Access-Control-Allow-Methods", "GET")
+                .header("Access-Control-Allow-Headers", "Authorization, Last-Event-ID")
+                .header("Access-Control-Max-Age", "600");
+        }
+        return reply(io, &head, r).await;
+    }
+    if head.has_body() {
+        let r = Reply::error(400, "body", "a request to an events path has no body");
+        return reply(io, &head, with_cors(r, &origin)).await;
+    }
+    let params_ref: Vec<(&str, &str)> = params.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let asked = match resolve(&head, route, &params_ref, &rt, shared).await {
+        Ok(a) => a,
+        Err(Ok(r)) => return reply(io, &head, with_cors(r, &origin)).await,
+        Err(Err(Denied::Unavailable(reason))) => {
+            return unavailable(io, &head, &rt, &origin, &reason).await
+        }
+        Err(Err(d)) => return reply(io, &head, with_cors(denied_reply(&d, shared), &origin)).await,
+    };
+    if asked.poll {
+        return super::poll::serve(io, &head, asked, &rt, shared, &origin).await;
+    }
+    if head.method == "HEAD" {
+        let head_bytes = sse_head(head.minor, &origin);
+        let ok = stream::write_frames(io, &[Bytes::from(head_bytes)]).await.is_ok();
+        return if ok && head.keep_alive() && head.minor == 1 { After::KeepAlive } else { After::Close };
+    }
+    if shared.lifecycle.is_draining() {
+        return unavailable(io, &head, &rt, &origin, "draining").await;
+    }
+    open(io, head, asked, &rt, shared, origin).await
+}
+
+async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    head: Head,
+    asked: Asked,
+    rt: &Runtime,
+    shared: &Arc<Shared>,
+    origin: Option<String>,
+) -> After {
+    let ev = &rt.config.events;
+    let minor = head.minor;
+    let is_chunked = minor == 1;
+    let expires = asked.principal.expires.map(|at| {
+        let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        tokio::time::Instant::now() + left + rt.config.auth.leeway
+    });
+    let settings = Settings {
+        heartbeat: ev.heartbeat,
+        retry: ev.retry,
+        chunked: is_chunked,
+        expires,
+    };
+    let req = Subscribe {
+        topics: asked.topics,
+        user: asked.principal.user.clone(),
+        key_id: asked.principal.key_id.clone(),
+        route: asked.route.clone(),
+        start: asked.start,
+        queue: ev.queue,
+    };
+    drop(asked.principal);
+    let (handle, opening) = match shared.hub.subscribe(req) {
+        Ok(x) => x,
+        Err(Refused::TooManyStreams) => {
+            return unavailable(io, &head, rt, &origin, "too many streams").await;
+        }
+    };
+    drop(head);
+    let first = first_frames(minor, &origin, rt, &opening, shared, is_chunked);
+    drop(opening);
+    let gauge = shared.metrics.streams_open.get_or_create(&RouteLabel { route: asked.route.to_string() }).clone();
+    gauge.inc();
+    let started = std::time::Instant::now();
+    tracing::info!(target: "sidecast::stream", stream = handle.id, route = %asked.route, user = handle.user.as_deref().unwrap_or("-"), "stream opened");
+    let ended = stream::run(io, &handle, first, settings).await;
+    shared.hub.unsubscribe(&handle);
+    gauge.dec();
+    shared.metrics.closed(ended.label());
+    tracing::info!(target: "sidecast::stream", stream = handle.id, route = %asked.route, reason = ended.label(), duration_ms = started.elapsed().as_millis() as u64, "stream closed");
+    After::Close
+}
+
+/// The response head, `retry:`, and the replay or reset, as one write.
+fn first_frames(
+    minor: u8,
+    origin: &Option<String>,
+    rt: &Runtime,
+    opening: &Opening,
+    shared: &Shared,
+    is_chunked: bool,
+) -> Vec<Bytes> {
+    let mut frames = Vec::with_capacity(2 + opening.replay.len());
+    frames.push(Bytes::from(sse_head(minor, origin)));
+    let retry_ms = rt.config.events.retry.as_millis();
+    frames.push(control(format!("retry: {retry_ms}\n\n").as_bytes(), is_chunked));
+    if let Some((reason, sent)) = &opening.reset {
+        shared.metrics.resets.inc();
+        let text = notice(
+            "sidecast.reset",
+            &serde_json::json!({"reason": reason, "last_event_id": sent}),
+            Some(&opening.newest),
+        );
+        frames.push(control(&text, is_chunked));
+    } else if !opening.replay.is_empty() {
+        shared.metrics.replays.inc();
+        frames.extend(opening.replay.iter().map(|e| e.wire(is_chunked)));
+    }
+    frames
+}

@@ -1,0 +1,41 @@
+//! Logs through `tracing`: text or JSON lines, the level from the config
+//! unless `RUST_LOG` is set. The level reloads with the config.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
+
+use crate::config::{Log, LogFormat};
+
+/// Changes the level filter after a reload.
+pub struct LevelHandle(Option<reload::Handle<EnvFilter, Registry>>);
+
+impl LevelHandle {
+    pub fn set(&self, level: &str) {
+        if let (Some(h), Ok(f)) = (&self.0, EnvFilter::try_new(level)) {
+            let _ = h.reload(f);
+        }
+    }
+}
+
+pub fn init(log: &Log) -> LevelHandle {
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let filter = EnvFilter::try_new(from_env.as_deref().unwrap_or(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match log.format {
+        LogFormat::Json => registry
+            .with(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            let ansi = std::io::stderr().is_terminal();
+            registry.with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)).try_init()
+        }
+    };
+    if result.is_err() {
+        return LevelHandle(None);
+    }
+    LevelHandle(from_env.is_none().then_some(handle))
+}

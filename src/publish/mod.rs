@@ -1,0 +1,291 @@
+//! The publish listener (TCP and Unix socket, the same HTTP API on both):
+//! `POST /publish`, `POST /disconnect`, `GET /topics[/NAME]`. Data flows one
+//! way: a checked batch goes into the hub, which frames and fans it out.
+
+pub mod body;
+mod dedupe;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use crate::auth::jwt::grants_claim;
+use crate::events::frame::NewEvent;
+use crate::events::queue::Close;
+use crate::state::Shared;
+use crate::topic::{granted, Pattern, Topic};
+use body::BodyError;
+use dedupe::Dedupe;
+
+/// The publish API's state.
+pub struct Publisher {
+    shared: Arc<Shared>,
+    dedupe: Mutex<Dedupe>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn json_resp(status: u16, v: &Value) -> Resp {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", "application/json")
+        .body(Full::new(Bytes::from(v.to_string())))
+        .unwrap_or_default()
+}
+
+/// A JSON error naming the field.
+fn error(status: u16, code: &str, field: Option<&str>, message: &str) -> Resp {
+    let mut v = json!({"error": code, "message": message});
+    if let Some(f) = field {
+        v["field"] = json!(f);
+    }
+    json_resp(status, &v)
+}
+
+/// Who may call: `Ok(None)` for anyone or the static token, `Ok(Some)` for a
+/// JWT and its `publish` grants.
+type Caller = Option<Vec<Pattern>>;
+
+impl Publisher {
+    pub fn new(shared: Arc<Shared>) -> Arc<Publisher> {
+        Arc::new(Publisher {
+            shared,
+            dedupe: Mutex::new(Dedupe::default()),
+        })
+    }
+
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+        let resp = self.route(req).await;
+        if resp.status().is_client_error() || resp.status().is_server_error() {
+            self.shared.metrics.publish_error(resp.status().as_u16());
+        }
+        Ok(resp)
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Resp {
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        let allowed = match path.as_str() {
+            "/publish" | "/disconnect" => Method::POST,
+            p if p == "/topics" || p.starts_with("/topics/") => Method::GET,
+            _ => return error(404, "not_found", None, "no such endpoint: /publish, /disconnect, /topics, /topics/NAME"),
+        };
+        if method != allowed {
+            let mut r = error(405, "method_not_allowed", None, &format!("{path} takes {allowed}"));
+            if let Ok(v) = http::HeaderValue::from_str(allowed.as_str()) {
+                r.headers_mut().insert("Allow", v);
+            }
+            return r;
+        }
+        let caller = match self.authorize(&req) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        match path.as_str() {
+            "/publish" => self.publish(req, caller).await,
+            "/disconnect" => self.disconnect(req, caller).await,
+            "/topics" => self.topics(caller),
+            _ => self.topic(&path["/topics/".len()..], caller),
+        }
+    }
+
+    fn authorize(&self, req: &Request<Incoming>) -> Result<Caller, Resp> {
+        let rt = self.shared.runtime();
+        let p = &rt.config.publish;
+        if !p.require_token {
+            return Ok(None);
+        }
+        let unauthorized = |m: &str| {
+            self.shared.metrics.auth_failure("publish");
+            let mut r = error(401, "unauthorized", Some("authorization"), m);
+            r.headers_mut().insert("WWW-Authenticate", http::HeaderValue::from_static("Bearer"));
+            r
+        };
+        let Some(value) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) else {
+            return Err(unauthorized("this listener requires Authorization: Bearer <publish token or JWT>"));
+        };
+        let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else {
+            return Err(unauthorized("expected Authorization: Bearer <token>"));
+        };
+        let token = token.trim();
+        if let Some(secret) = &p.token {
+            use subtle::ConstantTimeEq;
+            if bool::from(secret.0.as_slice().ct_eq(token.as_bytes())) {
+                return Ok(None);
+            }
+        }
+        match rt.verifier().verify(token) {
+            Ok(v) => match grants_claim(&v.claims, "publish") {
+                Ok(g) if !g.is_empty() => Ok(Some(g)),
+                _ => Err(unauthorized("the token has no publish claim listing topic patterns")),
+            },
+            Err(_) => Err(unauthorized("the bearer token is neither the publish token nor a valid JWT")),
+        }
+    }
+
+    async fn read_body(&self, req: Request<Incoming>) -> Result<(Option<String>, Bytes), Resp> {
+        let max = self.shared.runtime().config.publish.max_body_bytes;
+        let too_large = || error(413, "too_large", Some("body"), &format!("the body is larger than max_body_bytes ({max})"));
+        if let Some(len) = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+            if len > max {
+                return Err(too_large());
+            }
+        }
+        let ct = req.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        match Limited::new(req.into_body(), max).collect().await {
+            Ok(b) => Ok((ct, b.to_bytes())),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+            Err(_) => Err(error(400, "bad_request", Some("body"), "the body could not be read")),
+        }
+    }
+
+    async fn publish(&self, req: Request<Incoming>, caller: Caller) -> Resp {
+        let request_key = req
+            .headers()
+            .get("idempotency-key")
+            .map(|v| v.to_str().map(str::to_owned));
+        let request_key = match request_key {
+            Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Some(k),
+            Some(_) => return error(400, "bad_request", Some("Idempotency-Key"), "expected 1 to 128 bytes of text"),
+            None => None,
+        };
+        let (ct, bytes) = match self.read_body(req).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+        let Some(kind) = body::kind(ct.as_deref()) else {
+            return error(415, "unsupported_media_type", Some("Content-Type"), "expected application/json or application/x-ndjson");
+        };
+        let events = match body::parse(kind, &bytes) {
+            Ok(e) => e,
+            Err(BodyError { field, message }) => return error(400, "bad_request", Some(&field), &message),
+        };
+        if let Some(grants) = &caller {
+            for (i, e) in events.iter().enumerate() {
+                if let Some(t) = e.topics.iter().find(|t| !granted(grants, t)) {
+                    return error(403, "forbidden", Some(&format!("[{i}].topic")), &format!("the token does not grant publishing to {t}"));
+                }
+            }
+        }
+        let ids = self.accept(events, request_key);
+        json_resp(202, &json!({ "ids": ids }))
+    }
+
+    /// Publishes what is new of a checked batch and answers every event's id.
+    fn accept(&self, events: Vec<NewEvent>, request_key: Option<String>) -> Vec<String> {
+        let window = self.shared.runtime().config.publish.dedupe_window;
+        let mut d = self.dedupe.lock().unwrap_or_else(|e| e.into_inner());
+        d.expire(Instant::now());
+        if let Some(ids) = request_key.as_ref().and_then(|k| d.request(k)) {
+            return ids.clone();
+        }
+        let mut ids: Vec<Option<String>> = events
+            .iter()
+            .map(|e| e.idempotency_key.as_ref().and_then(|k| d.event(k).cloned()))
+            .collect();
+        let fresh: Vec<NewEvent> = events
+            .iter()
+            .zip(&ids)
+            .filter(|(_, id)| id.is_none())
+            .map(|(e, _)| e.clone())
+            .collect();
+        let mut new_ids = self.shared.hub.publish(&fresh).into_iter();
+        for (e, slot) in events.iter().zip(ids.iter_mut()) {
+            if slot.is_none() {
+                let id = new_ids.next().unwrap_or_default();
+                if let Some(k) = &e.idempotency_key {
+                    d.remember_event(k.clone(), id.clone(), window);
+                }
+                *slot = Some(id);
+            }
+        }
+        let ids: Vec<String> = ids.into_iter().map(Option::unwrap_or_default).collect();
+        if let Some(k) = request_key {
+            d.remember_request(k, ids.clone(), window);
+        }
+        ids
+    }
+
+    async fn disconnect(&self, req: Request<Incoming>, caller: Caller) -> Resp {
+        let (ct, bytes) = match self.read_body(req).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+        if body::kind(ct.as_deref()) != Some(body::Kind::Json) {
+            return error(415, "unsupported_media_type", Some("Content-Type"), "expected application/json");
+        }
+        let v: Value = match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(o)) => Value::Object(o),
+            Ok(_) => return error(400, "bad_request", Some("body"), "expected an object such as {\"user\": \"alice\"}"),
+            Err(e) => return error(400, "bad_request", Some("body"), &format!("invalid JSON: {e}")),
+        };
+        if let Some(k) = v.as_object().and_then(|o| o.keys().find(|k| !["user", "topic", "reason", "reconnect"].contains(&k.as_str()))) {
+            return error(400, "bad_request", Some(k), "unknown field (known: user, topic, reason, reconnect)");
+        }
+        let user = match v.get("user") {
+            None => None,
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(_) => return error(400, "bad_request", Some("user"), "expected a non-empty string"),
+        };
+        let topic = match v.get("topic") {
+            None => None,
+            Some(Value::String(s)) => match Topic::parse(s) {
+                Ok(t) => Some(t),
+                Err(e) => return error(400, "bad_request", Some("topic"), &e),
+            },
+            Some(_) => return error(400, "bad_request", Some("topic"), "expected a topic name"),
+        };
+        if user.is_none() && topic.is_none() {
+            return error(400, "bad_request", Some("user"), "give user, topic, or both");
+        }
+        let reason = match v.get("reason") {
+            None => "disconnected".to_owned(),
+            Some(Value::String(s)) if s.len() <= 256 => s.clone(),
+            Some(_) => return error(400, "bad_request", Some("reason"), "expected a string of at most 256 bytes"),
+        };
+        let reconnect = match v.get("reconnect") {
+            None => true,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return error(400, "bad_request", Some("reconnect"), "expected true or false"),
+        };
+        if let (Some(grants), Some(t)) = (&caller, &topic) {
+            if !granted(grants, t) {
+                return error(403, "forbidden", Some("topic"), &format!("the token does not grant {t}"));
+            }
+        }
+        let closed = self.shared.hub.disconnect(user.as_deref(), topic.as_ref(), Close::Disconnect { reason, reconnect });
+        json_resp(200, &json!({ "closed": closed }))
+    }
+
+    fn topics(&self, caller: Caller) -> Resp {
+        let list: Vec<_> = self
+            .shared
+            .hub
+            .topics()
+            .into_iter()
+            .filter(|i| caller.as_ref().is_none_or(|g| granted(g, &i.topic)))
+            .collect();
+        json_resp(200, &json!({ "topics": list }))
+    }
+
+    fn topic(&self, raw: &str, caller: Caller) -> Resp {
+        let name = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+        let topic = match Topic::parse(&name) {
+            Ok(t) => t,
+            Err(e) => return error(400, "bad_request", Some("topic"), &e),
+        };
+        if caller.as_ref().is_some_and(|g| !granted(g, &topic)) {
+            return error(403, "forbidden", Some("topic"), &format!("the token does not grant {topic}"));
+        }
+        match self.shared.hub.topic_info(&topic) {
+            Some(info) => json_resp(200, &serde_json::to_value(info).unwrap_or_default()),
+            None => error(404, "not_found", Some("topic"), &format!("{topic} has neither streams nor history")),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Reload: on SIGHUP, and when the configuration file or a key file it
+//! names changes on disk (a Kubernetes ConfigMap swaps a symlink: the
+//! resolved target changes, which counts). A valid file is swapped in whole;
+//! an invalid one is logged and counted, and the old one stays.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::config::Config;
+use crate::logging::LevelHandle;
+use crate::state::{Runtime, Shared};
+
+/// What identifies a file's content on disk without reading it.
+type Stamp = Option<(PathBuf, SystemTime, u64, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(path).ok()?;
+    let m = std::fs::metadata(&real).ok()?;
+    Some((real, m.modified().ok()?, m.len(), m.ino()))
+}
+
+fn watched(config: &Config) -> Vec<PathBuf> {
+    let a = &config.auth;
+    std::iter::once(config.source.clone())
+        .chain(a.secret_file.clone())
+        .chain(a.public_key_file.clone())
+        .chain(a.jwks_file.clone())
+        .collect()
+}
+
+/// Applies a new configuration; returns whether it was valid.
+pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
+    let old = shared.runtime();
+    let config = match Config::load(&old.config.source) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.metrics.reload(false);
+            for line in &e.lines {
+                tracing::error!(trigger = why, "config reload refused: {line}");
+            }
+            tracing::error!(trigger = why, "the previous configuration stays in force");
+            return false;
+        }
+    };
+    if config.listen != old.config.listen {
+        tracing::warn!("[listen] changed: listen settings apply at the next restart; ignored until then");
+    }
+    let fetched: Vec<_> = old
+        .keys
+        .iter()
+        .filter(|k| !old.config.auth.keys.iter().any(|c| c.id == k.id))
+        .cloned()
+        .collect();
+    let max = shared.max_streams;
+    let rt = Runtime::new(Arc::new(config), &fetched);
+    shared.hub.set_limits(crate::events::hub::Limits::new(&rt.config, max));
+    levels.set(&rt.config.log.level);
+    let keep: Vec<Arc<str>> = rt.keys.iter().map(|k| k.id.clone()).collect();
+    let revoked = shared.hub.revoke(|id| keep.iter().any(|k| &**k == id));
+    for w in &rt.config.warnings {
+        tracing::warn!("{w}");
+    }
+    shared.runtime.store(Arc::new(rt));
+    shared.metrics.reload(true);
+    tracing::info!(trigger = why, revoked_streams = revoked, "configuration reloaded");
+    true
+}
+
+/// Watches for SIGHUP and for changes on disk, polling once a second.
+pub async fn watch(shared: Arc<Shared>, levels: LevelHandle) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP");
+            return;
+        }
+    };
+    let stamps = |shared: &Shared| -> Vec<Stamp> { watched(&shared.runtime().config).iter().map(|p| stamp(p)).collect() };
+    let mut last = stamps(&shared);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let why = tokio::select! {
+            _ = hup.recv() => "SIGHUP",
+            _ = tick.tick() => {
+                let now = stamps(&shared);
+                if now == last {
+                    continue;
+                }
+                "file change"
+            }
+        };
+        reload(&shared, &levels, why);
+        last = stamps(&shared);
+    }
+}
