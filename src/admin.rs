@@ -20,7 +20,10 @@ fn resp(status: u16, content_type: &str, body: String) -> Response<Full<Bytes>> 
         .unwrap_or_default()
 }
 
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let json_ct = "application/json";
     Ok(match req.uri().path() {
         "/healthz" => resp(200, json_ct, json!({"status": "ok"}).to_string()),
@@ -37,13 +40,22 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
                 let up = shared.metrics.cluster_connected.get() == 1;
                 body["cluster"] = json!(if up { "connected" } else { "disconnected" });
             }
-            resp(if l.is_ready() { 200 } else { 503 }, json_ct, body.to_string())
+            resp(
+                if l.is_ready() { 200 } else { 503 },
+                json_ct,
+                body.to_string(),
+            )
         }
         "/metrics" => resp(
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             shared.metrics.encode(),
         ),
-        _ => resp(404, json_ct, json!({"error": "not_found", "message": "try /healthz, /readyz or /metrics"}).to_string()),
+        _ => resp(
+            404,
+            json_ct,
+            json!({"error": "not_found", "message": "try /healthz, /readyz or /metrics"})
+                .to_string(),
+        ),
     })
 }

@@ -26,8 +26,12 @@ use crate::publish::Publisher;
 use crate::state::{Lifecycle, Runtime, Shared};
 
 fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-        .with_context(|| format!("{what}: cannot create a socket"))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .with_context(|| format!("{what}: cannot create a socket"))?;
     socket.set_reuseaddr(true)?;
     socket
         .bind(addr)
@@ -42,15 +46,27 @@ fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!("publish_socket {}: another process is listening on it", path.display());
+            bail!(
+                "publish_socket {}: another process is listening on it",
+                path.display()
+            );
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("publish_socket {}: cannot remove the stale socket", path.display()))?;
+        std::fs::remove_file(path).with_context(|| {
+            format!(
+                "publish_socket {}: cannot remove the stale socket",
+                path.display()
+            )
+        })?;
     }
-    let l = UnixListener::bind(path).with_context(|| format!("publish_socket {}: cannot bind", path.display()))?;
+    let l = UnixListener::bind(path)
+        .with_context(|| format!("publish_socket {}: cannot bind", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("publish_socket {}: cannot set mode {mode:o}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| {
+        format!(
+            "publish_socket {}: cannot set mode {mode:o}",
+            path.display()
+        )
+    })?;
     Ok(l)
 }
 
@@ -62,7 +78,12 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         MaxStreams::Auto => {
             let mem = crate::limits::memory_limit();
             let n = crate::limits::auto_max_streams(nofile, mem);
-            tracing::info!(max_streams = n, open_file_limit = nofile, memory_bytes = mem, "max_streams = \"auto\"");
+            tracing::info!(
+                max_streams = n,
+                open_file_limit = nofile,
+                memory_bytes = mem,
+                "max_streams = \"auto\""
+            );
             n
         }
     };
@@ -82,7 +103,10 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
 
     let public = bind_tcp(listen.public, "listen.public")?;
     let admin = bind_tcp(listen.admin, "listen.admin")?;
-    let publish_tcp = listen.publish.map(|a| bind_tcp(a, "listen.publish")).transpose()?;
+    let publish_tcp = listen
+        .publish
+        .map(|a| bind_tcp(a, "listen.publish"))
+        .transpose()?;
     let publish_unix = listen
         .publish_socket
         .as_deref()
@@ -106,15 +130,27 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
     let publisher = Publisher::new(shared.clone());
     if let Some(l) = publish_tcp {
         let p = publisher.clone();
-        tokio::spawn(serve(Listener::Tcp(l), move |req| p.clone().handle(req), never.clone()));
+        tokio::spawn(serve(
+            Listener::Tcp(l),
+            move |req| p.clone().handle(req),
+            never.clone(),
+        ));
     }
     if let Some(l) = publish_unix {
         let p = publisher.clone();
-        tokio::spawn(serve(Listener::Unix(l), move |req| p.clone().handle(req), never.clone()));
+        tokio::spawn(serve(
+            Listener::Unix(l),
+            move |req| p.clone().handle(req),
+            never.clone(),
+        ));
     }
     {
         let s = shared.clone();
-        tokio::spawn(serve(Listener::Tcp(admin), move |req| crate::admin::handle(s.clone(), req), never.clone()));
+        tokio::spawn(serve(
+            Listener::Tcp(admin),
+            move |req| crate::admin::handle(s.clone(), req),
+            never.clone(),
+        ));
     }
     let accepting = tokio::spawn(accept_loop(public, shared.clone(), app, limits));
     {

@@ -26,12 +26,19 @@ pub fn init(log: &Log) -> LevelHandle {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match log.format {
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Text => {
             use std::io::IsTerminal;
             let ansi = std::io::stderr().is_terminal();
-            registry.with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)).try_init()
+            registry
+                .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
+                .try_init()
         }
     };
     if result.is_err() {

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use sidecast::config::{default_path, Config};
 
 #[derive(Parser)]
-#[command(name = "sidecast", version, about = "A reverse-proxy sidecar that adds Server-Sent Events to existing HTTP APIs")]
+#[command(
+    name = "sidecast",
+    version,
+    about = "A reverse-proxy sidecar that adds Server-Sent Events to existing HTTP APIs"
+)]
 struct Cli {
     /// Configuration file [default: ./sidecar.toml, or $SIDECAST_CONFIG]
     #[arg(long, global = true)]
@@ -39,7 +43,11 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
         for line in &e.lines {
             eprintln!("{line}");
         }
-        eprintln!("{}: {} problem(s); nothing was started", path.display(), e.lines.len());
+        eprintln!(
+            "{}: {} problem(s); nothing was started",
+            path.display(),
+            e.lines.len()
+        );
         ExitCode::from(2)
     })
 }
@@ -62,19 +70,24 @@ fn main() -> ExitCode {
             println!("\n{}: valid", path.display());
             ExitCode::SUCCESS
         }
-        Some(Command::Token { sub, topics, ttl }) => match sidecast::token::mint(&config, &sub, &topics, ttl) {
-            Ok(t) => {
-                println!("{t}");
-                ExitCode::SUCCESS
+        Some(Command::Token { sub, topics, ttl }) => {
+            match sidecast::token::mint(&config, &sub, &topics, ttl) {
+                Ok(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sidecast token: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("sidecast token: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         None => {
             let levels = sidecast::logging::init(&config.log);
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("sidecast: cannot start the runtime: {e}");

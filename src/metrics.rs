@@ -72,55 +72,133 @@ impl Metrics {
             resets: Counter::default(),
             auth_failures: Family::default(),
             proxy_requests: Family::default(),
-            upstream_duration: Histogram::new(
-                [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
-                    .into_iter(),
-            ),
+            upstream_duration: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ]),
             config_reloads: Family::default(),
             publish_errors: Family::default(),
             accept_errors: Counter::default(),
             cluster_connected: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("streams_open", "SSE streams open, by route", m.streams_open.clone());
-        registry.register("events_published", "Events accepted for publishing", m.events_published.clone());
-        registry.register("events_delivered", "Event deliveries queued to streams", m.events_delivered.clone());
-        registry.register("streams_closed", "Streams closed, by reason", m.streams_closed.clone());
-        registry.register("forward_auth", "Forward-auth outcomes", m.forward_auth.clone());
-        registry.register("replays", "Streams opened with a replay from history", m.replays.clone());
-        registry.register("resets", "Streams opened with sidecast.reset", m.resets.clone());
-        registry.register("auth_failures", "Refused subscriber or publisher credentials, by reason", m.auth_failures.clone());
-        registry.register("proxy_requests", "Proxied requests, by status class and route", m.proxy_requests.clone());
+        registry.register(
+            "streams_open",
+            "SSE streams open, by route",
+            m.streams_open.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Events accepted for publishing",
+            m.events_published.clone(),
+        );
+        registry.register(
+            "events_delivered",
+            "Event deliveries queued to streams",
+            m.events_delivered.clone(),
+        );
+        registry.register(
+            "streams_closed",
+            "Streams closed, by reason",
+            m.streams_closed.clone(),
+        );
+        registry.register(
+            "forward_auth",
+            "Forward-auth outcomes",
+            m.forward_auth.clone(),
+        );
+        registry.register(
+            "replays",
+            "Streams opened with a replay from history",
+            m.replays.clone(),
+        );
+        registry.register(
+            "resets",
+            "Streams opened with sidecast.reset",
+            m.resets.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Refused subscriber or publisher credentials, by reason",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "proxy_requests",
+            "Proxied requests, by status class and route",
+            m.proxy_requests.clone(),
+        );
         registry.register_with_unit(
             "upstream_duration",
             "Time from request to the end of the upstream response",
             prometheus_client::registry::Unit::Seconds,
             m.upstream_duration.clone(),
         );
-        registry.register("config_reloads", "Configuration reloads, by result", m.config_reloads.clone());
-        registry.register("publish_errors", "Refused publish-listener requests, by status", m.publish_errors.clone());
-        registry.register("accept_errors", "Failed accepts on the public listener", m.accept_errors.clone());
-        registry.register("cluster_connected", "1 when connected to Redis (cluster mode)", m.cluster_connected.clone());
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result",
+            m.config_reloads.clone(),
+        );
+        registry.register(
+            "publish_errors",
+            "Refused publish-listener requests, by status",
+            m.publish_errors.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts on the public listener",
+            m.accept_errors.clone(),
+        );
+        registry.register(
+            "cluster_connected",
+            "1 when connected to Redis (cluster mode)",
+            m.cluster_connected.clone(),
+        );
         let m = Metrics { registry, ..m };
         // Families without samples print nothing: give each its known label
         // sets at zero, so every `# TYPE` line is there from start-up.
-        for reason in ["client", "slow", "expired", "revoked", "shutdown", "disconnect"] {
-            let _ = m.streams_closed.get_or_create(&ReasonLabel { reason: reason.into() });
+        for reason in [
+            "client",
+            "slow",
+            "expired",
+            "revoked",
+            "shutdown",
+            "disconnect",
+        ] {
+            let _ = m.streams_closed.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
         }
         for result in ["allowed", "denied", "unavailable"] {
-            let _ = m.forward_auth.get_or_create(&ResultLabel { result: result.into() });
+            let _ = m.forward_auth.get_or_create(&ResultLabel {
+                result: result.into(),
+            });
         }
-        for reason in ["missing", "malformed", "bad_signature", "expired", "forbidden"] {
-            let _ = m.auth_failures.get_or_create(&ReasonLabel { reason: reason.into() });
+        for reason in [
+            "missing",
+            "malformed",
+            "bad_signature",
+            "expired",
+            "forbidden",
+        ] {
+            let _ = m.auth_failures.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
         }
         for class in ["2xx", "3xx", "4xx", "5xx"] {
-            let _ = m.proxy_requests.get_or_create(&ClassLabel { class: class.into(), route: "upstream".into() });
+            let _ = m.proxy_requests.get_or_create(&ClassLabel {
+                class: class.into(),
+                route: "upstream".into(),
+            });
         }
         for result in ["ok", "failed"] {
-            let _ = m.config_reloads.get_or_create(&ResultLabel { result: result.into() });
+            let _ = m.config_reloads.get_or_create(&ResultLabel {
+                result: result.into(),
+            });
         }
         for status in ["400", "401", "413", "415", "503"] {
-            let _ = m.publish_errors.get_or_create(&StatusLabel { status: status.into() });
+            let _ = m.publish_errors.get_or_create(&StatusLabel {
+                status: status.into(),
+            });
         }
         m
     }
@@ -133,25 +211,33 @@ impl Metrics {
 
     pub fn closed(&self, reason: &str) {
         self.streams_closed
-            .get_or_create(&ReasonLabel { reason: reason.to_owned() })
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
             .inc();
     }
 
     pub fn auth_failure(&self, reason: &str) {
         self.auth_failures
-            .get_or_create(&ReasonLabel { reason: reason.to_owned() })
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
             .inc();
     }
 
     pub fn publish_error(&self, status: u16) {
         self.publish_errors
-            .get_or_create(&StatusLabel { status: status.to_string() })
+            .get_or_create(&StatusLabel {
+                status: status.to_string(),
+            })
             .inc();
     }
 
     pub fn reload(&self, ok: bool) {
         self.config_reloads
-            .get_or_create(&ResultLabel { result: if ok { "ok" } else { "failed" }.to_owned() })
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "failed" }.to_owned(),
+            })
             .inc();
     }
 }

@@ -32,11 +32,21 @@ pub struct Ctx {
 
 /// Headers a client may not set for an upstream unless it comes from a
 /// trusted proxy.
-const FORGEABLE: [&str; 4] = ["forwarded", "x-real-ip", "x-forwarded-port", "x-forwarded-prefix"];
+const FORGEABLE: [&str; 4] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+];
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) that never travel upstream; pingora
 /// itself handles `Connection`, `Transfer-Encoding` and `Upgrade`.
-const HOP_BY_HOP: [&str; 4] = ["keep-alive", "proxy-connection", "te", "proxy-authorization"];
+const HOP_BY_HOP: [&str; 4] = [
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "proxy-authorization",
+];
 
 /// Sets the forwarding headers for a request from `peer`.
 pub fn forwarding(req: &mut RequestHeader, peer: Option<IpAddr>, trusted: bool) {
@@ -47,7 +57,11 @@ pub fn forwarding(req: &mut RequestHeader, peer: Option<IpAddr>, trusted: bool) 
         .map(str::to_owned);
     let peer_s = peer.map(|p| p.to_string()).unwrap_or_default();
     if trusted {
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_s}"),
             _ => peer_s,
         };
@@ -148,11 +162,21 @@ impl ProxyHttp for Proxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let rt = self.shared.runtime();
-        let trusted = peer.is_some_and(|ip| rt.config.upstream.trusted_proxies.iter().any(|n| n.contains(&ip)));
+        let trusted = peer.is_some_and(|ip| {
+            rt.config
+                .upstream
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(&ip))
+        });
         strip_hop_by_hop(req);
         forwarding(req, peer, trusted);
         if let Some(prefix) = &ctx.strip {
-            let pq = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+            let pq = req
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
             let new = strip(prefix, &pq);
             if let Ok(uri) = new.parse::<http::Uri>() {
                 req.set_uri(uri);
@@ -161,7 +185,13 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    fn fail_to_connect(&self, _s: &mut Session, _p: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _s: &mut Session,
+        _p: &HttpPeer,
+        ctx: &mut Ctx,
+        e: Box<Error>,
+    ) -> Box<Error> {
         ctx.sidecast_error = Some("upstream-unreachable");
         e
     }
@@ -169,22 +199,38 @@ impl ProxyHttp for Proxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let (code, kind) = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(code)) => (*code, None),
-            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError) => {
-                (502, Some("upstream-unreachable"))
+            (
+                ErrorSource::Upstream,
+                ErrorType::ConnectTimedout
+                | ErrorType::ConnectRefused
+                | ErrorType::ConnectNoRoute
+                | ErrorType::ConnectError,
+            ) => (502, Some("upstream-unreachable")),
+            (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+                (504, Some("upstream-timeout"))
             }
-            (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => (504, Some("upstream-timeout")),
-            (ErrorSource::Upstream, _) => (502, Some(ctx.sidecast_error.unwrap_or("upstream-error"))),
-            (ErrorSource::Downstream, ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed) => (0, None),
+            (ErrorSource::Upstream, _) => {
+                (502, Some(ctx.sidecast_error.unwrap_or("upstream-error")))
+            }
+            (
+                ErrorSource::Downstream,
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+            ) => (0, None),
             (ErrorSource::Downstream, _) => (400, None),
             _ => (500, None),
         };
         ctx.sidecast_error = kind.or(ctx.sidecast_error);
         if code > 0 && session.response_written().is_none() {
-            let body = Bytes::from(format!("{} {}\n", code, crate::listener::respond::reason(code)));
+            let body = Bytes::from(format!(
+                "{} {}\n",
+                code,
+                crate::listener::respond::reason(code)
+            ));
             if let Ok(mut resp) = ResponseHeader::build(code, Some(4)) {
                 let _ = resp.insert_header("Content-Type", "text/plain; charset=utf-8");
                 let _ = resp.insert_header("Content-Length", body.len().to_string());
-                let _ = resp.insert_header("Sidecast-Error", ctx.sidecast_error.unwrap_or("sidecast"));
+                let _ =
+                    resp.insert_header("Sidecast-Error", ctx.sidecast_error.unwrap_or("sidecast"));
                 let _ = resp.insert_header("Connection", "close");
                 let _ = session.write_response_header(Box::new(resp), false).await;
                 let _ = session.write_response_body(Some(body), true).await;
@@ -201,19 +247,23 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let m = &self.shared.metrics;
         if status > 0 {
             m.proxy_requests
-                .get_or_create(&ClassLabel { class: class(status).to_owned(), route: ctx.route.to_string() })
+                .get_or_create(&ClassLabel {
+                    class: class(status).to_owned(),
+                    route: ctx.route.to_string(),
+                })
                 .inc();
         }
         let elapsed = ctx.started.elapsed();
         m.upstream_duration.observe(elapsed.as_secs_f64());
         let req = session.req_header();
-        let peer = session.client_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = session
+            .client_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         tracing::info!(
             target: "sidecast::access",
             method = %req.method,

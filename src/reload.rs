@@ -45,7 +45,9 @@ pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
         }
     };
     if config.listen != old.config.listen {
-        tracing::warn!("[listen] changed: listen settings apply at the next restart; ignored until then");
+        tracing::warn!(
+            "[listen] changed: listen settings apply at the next restart; ignored until then"
+        );
     }
     let fetched: Vec<_> = old
         .keys
@@ -55,7 +57,9 @@ pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
         .collect();
     let max = shared.max_streams;
     let rt = Runtime::new(Arc::new(config), &fetched);
-    shared.hub.set_limits(crate::events::hub::Limits::new(&rt.config, max));
+    shared
+        .hub
+        .set_limits(crate::events::hub::Limits::new(&rt.config, max));
     levels.set(&rt.config.log.level);
     let keep: Vec<Arc<str>> = rt.keys.iter().map(|k| k.id.clone()).collect();
     let revoked = shared.hub.revoke(|id| keep.iter().any(|k| &**k == id));
@@ -64,7 +68,11 @@ pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
     }
     shared.runtime.store(Arc::new(rt));
     shared.metrics.reload(true);
-    tracing::info!(trigger = why, revoked_streams = revoked, "configuration reloaded");
+    tracing::info!(
+        trigger = why,
+        revoked_streams = revoked,
+        "configuration reloaded"
+    );
     true
 }
 
@@ -77,7 +85,12 @@ pub async fn watch(shared: Arc<Shared>, levels: LevelHandle) {
             return;
         }
     };
-    let stamps = |shared: &Shared| -> Vec<Stamp> { watched(&shared.runtime().config).iter().map(|p| stamp(p)).collect() };
+    let stamps = |shared: &Shared| -> Vec<Stamp> {
+        watched(&shared.runtime().config)
+            .iter()
+            .map(|p| stamp(p))
+            .collect()
+    };
     let mut last = stamps(&shared);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

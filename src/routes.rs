@@ -29,7 +29,9 @@ fn placeholder(s: &str) -> Result<Option<&str>, String> {
             if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 Ok(Some(name))
             } else {
-                Err(format!("placeholder {s:?}: a name is letters, digits and '_'"))
+                Err(format!(
+                    "placeholder {s:?}: a name is letters, digits and '_'"
+                ))
             }
         }
         _ => Err(format!(
@@ -81,7 +83,9 @@ impl PathTemplate {
     }
 
     pub fn has_param(&self, name: &str) -> bool {
-        self.segments.iter().any(|s| *s == Seg::Param(name.to_owned()))
+        self.segments
+            .iter()
+            .any(|s| *s == Seg::Param(name.to_owned()))
     }
 
     /// The path segments bound to each placeholder, or `None`.
@@ -103,10 +107,14 @@ impl PathTemplate {
     /// Whether some path matches both templates.
     pub fn overlaps(&self, other: &PathTemplate) -> bool {
         self.segments.len() == other.segments.len()
-            && self.segments.iter().zip(&other.segments).all(|(a, b)| match (a, b) {
-                (Seg::Literal(x), Seg::Literal(y)) => x == y,
-                _ => true,
-            })
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|(a, b)| match (a, b) {
+                    (Seg::Literal(x), Seg::Literal(y)) => x == y,
+                    _ => true,
+                })
     }
 }
 
@@ -141,7 +149,9 @@ impl TopicTemplate {
                 + start;
             let name = &rest[start + 1..end];
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!("{source:?}: placeholder {{{name}}}: a name is letters, digits and '_'"));
+                return Err(format!(
+                    "{source:?}: placeholder {{{name}}}: a name is letters, digits and '_'"
+                ));
             }
             parts.push(if path.has_param(name) {
                 Part::Path(name.to_owned())
@@ -166,7 +176,9 @@ impl TopicTemplate {
         let sample = t.fill(&[], Some("x"), &|_| Some("x".to_owned()), &|_| Some("x"));
         match sample {
             Ok(_) => Ok(t),
-            Err(_) => Topic::parse(&source.replace(['{', '}'], "")).map(|_| t).map_err(|e| format!("{source:?}: {e}")),
+            Err(_) => Topic::parse(&source.replace(['{', '}'], ""))
+                .map(|_| t)
+                .map_err(|e| format!("{source:?}: {e}")),
         }
     }
 
@@ -178,11 +190,16 @@ impl TopicTemplate {
     /// or claims is the subscriber's own and is granted by the route.
     pub fn from_token_only(&self) -> bool {
         self.parts.iter().all(|p| !matches!(p, Part::Path(_)))
-            && self.parts.iter().any(|p| matches!(p, Part::Sub | Part::Claim(_)))
+            && self
+                .parts
+                .iter()
+                .any(|p| matches!(p, Part::Sub | Part::Claim(_)))
     }
 
     pub fn uses_claims(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::Sub | Part::Claim(_)))
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Sub | Part::Claim(_)))
     }
 
     pub fn claim_names(&self) -> impl Iterator<Item = &str> {
@@ -213,7 +230,9 @@ impl TopicTemplate {
                     canonical_segment(v, &mut out).map_err(Fill::Bad)?;
                 }
                 Part::Sub => out.push_str(&encode_value(sub.ok_or(Fill::Missing("sub".into()))?)),
-                Part::Claim(c) => out.push_str(&encode_value(&claim(c).ok_or(Fill::Missing(c.clone()))?)),
+                Part::Claim(c) => {
+                    out.push_str(&encode_value(&claim(c).ok_or(Fill::Missing(c.clone()))?))
+                }
             }
         }
         Topic::parse(&out).map_err(Fill::Bad)
@@ -301,7 +320,7 @@ impl RouteTable {
                 }),
             }
         }
-        proxy.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        proxy.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         RouteTable {
             events,
             events_label: config.events.path.as_str().into(),
@@ -337,7 +356,9 @@ impl RouteTable {
 
     /// The proxy route for a path: longest prefix at a segment boundary.
     pub fn proxy_for(&self, path: &str) -> Option<usize> {
-        self.proxy.iter().position(|r| prefix_matches(&r.prefix, path))
+        self.proxy
+            .iter()
+            .position(|r| prefix_matches(&r.prefix, path))
     }
 
     /// The route table in match order, as `sidecast check` prints it.
@@ -346,17 +367,28 @@ impl RouteTable {
         let mut n = 1;
         for r in &self.events {
             let topics: Vec<&str> = r.topics.iter().map(|t| t.as_str()).collect();
-            out.push_str(&format!("  {n}. events {} -> topics {}\n", r.path.as_str(), topics.join(", ")));
+            out.push_str(&format!(
+                "  {n}. events {} -> topics {}\n",
+                r.path.as_str(),
+                topics.join(", ")
+            ));
             n += 1;
         }
-        out.push_str(&format!("  {n}. events {} -> topics from ?topic=\n", self.events_path));
+        out.push_str(&format!(
+            "  {n}. events {} -> topics from ?topic=\n",
+            self.events_path
+        ));
         n += 1;
         for r in &self.proxy {
             out.push_str(&format!(
                 "  {n}. proxy  {}* -> {}{}\n",
                 r.prefix,
                 r.target.url,
-                if r.strip_prefix { " (prefix stripped)" } else { "" }
+                if r.strip_prefix {
+                    " (prefix stripped)"
+                } else {
+                    ""
+                }
             ));
             n += 1;
         }
@@ -377,7 +409,9 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// The path sent upstream by a route with `strip_prefix`: always starts
 /// with `/` (`/reports/x?q` -> `/x?q`, `/reports` -> `/`).
 pub fn strip(prefix: &str, path_and_query: &str) -> String {
-    let rest = path_and_query.strip_prefix(prefix.trim_end_matches('/')).unwrap_or(path_and_query);
+    let rest = path_and_query
+        .strip_prefix(prefix.trim_end_matches('/'))
+        .unwrap_or(path_and_query);
     if rest.starts_with('/') {
         rest.to_owned()
     } else {
@@ -386,7 +420,9 @@ pub fn strip(prefix: &str, path_and_query: &str) -> String {
 }
 
 /// Claims as a lookup for topic templates: string claims only.
-pub fn claim_lookup(claims: &HashMap<String, serde_json::Value>) -> impl Fn(&str) -> Option<String> + '_ {
+pub fn claim_lookup(
+    claims: &HashMap<String, serde_json::Value>,
+) -> impl Fn(&str) -> Option<String> + '_ {
     move |name| claims.get(name).and_then(|v| v.as_str()).map(str::to_owned)
 }
 
@@ -405,13 +441,27 @@ mod tests {
         assert!(PathTemplate::parse("/a/{b").is_err());
         let t = TopicTemplate::parse("orders/{id}", &p).unwrap();
         assert!(!t.from_token_only());
-        assert_eq!(t.build(&[("id", "4%2f2")], None, &|_| None).unwrap().as_str(), "orders/4%2F2");
+        assert_eq!(
+            t.build(&[("id", "4%2f2")], None, &|_| None)
+                .unwrap()
+                .as_str(),
+            "orders/4%2F2"
+        );
         let u = TopicTemplate::parse("user/{sub}", &p).unwrap();
         assert!(u.from_token_only());
-        assert_eq!(u.build(&[], Some("auth0|42"), &|_| None).unwrap().as_str(), "user/auth0%7C42");
-        assert_eq!(u.build(&[], None, &|_| None), Err(Fill::Missing("sub".into())));
+        assert_eq!(
+            u.build(&[], Some("auth0|42"), &|_| None).unwrap().as_str(),
+            "user/auth0%7C42"
+        );
+        assert_eq!(
+            u.build(&[], None, &|_| None),
+            Err(Fill::Missing("sub".into()))
+        );
         let c = TopicTemplate::parse("team/{team}", &p).unwrap();
-        assert_eq!(c.build(&[], None, &|_| None), Err(Fill::Missing("team".into())));
+        assert_eq!(
+            c.build(&[], None, &|_| None),
+            Err(Fill::Missing("team".into()))
+        );
         assert!(TopicTemplate::parse("a/{", &p).is_err());
         assert!(TopicTemplate::parse("a//{id}", &p).is_err());
     }

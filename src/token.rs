@@ -8,7 +8,12 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use crate::config::Config;
 
 /// Mints a token for `sub` granting `topics`, valid for `ttl`.
-pub fn mint(config: &Config, sub: &str, topics: &[String], ttl: Duration) -> Result<String, String> {
+pub fn mint(
+    config: &Config,
+    sub: &str,
+    topics: &[String],
+    ttl: Duration,
+) -> Result<String, String> {
     for t in topics {
         crate::topic::Pattern::parse(t).map_err(|e| format!("--topic: {e}"))?;
     }
@@ -23,7 +28,10 @@ pub fn mint(config: &Config, sub: &str, topics: &[String], ttl: Duration) -> Res
             .map(String::into_bytes)
             .ok_or_else(|| format!("no HS secret: set {} (or auth.secret_file)", a.secret_env))?
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
     let mut claims = serde_json::json!({
         "sub": sub,
         "iat": now,
@@ -39,7 +47,23 @@ pub fn mint(config: &Config, sub: &str, topics: &[String], ttl: Duration) -> Res
     let alg = a
         .algorithms
         .as_ref()
-        .and_then(|algs| algs.iter().find(|x| matches!(x, jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512)).copied())
+        .and_then(|algs| {
+            algs.iter()
+                .find(|x| {
+                    matches!(
+                        x,
+                        jsonwebtoken::Algorithm::HS256
+                            | jsonwebtoken::Algorithm::HS384
+                            | jsonwebtoken::Algorithm::HS512
+                    )
+                })
+                .copied()
+        })
         .unwrap_or(jsonwebtoken::Algorithm::HS256);
-    encode(&Header::new(alg), &claims, &EncodingKey::from_secret(&secret)).map_err(|e| e.to_string())
+    encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(&secret),
+    )
+    .map_err(|e| e.to_string())
 }

@@ -39,16 +39,29 @@ pub struct Verified {
 
 /// Whether a failure was an unknown `kid` (worth refetching a JWKS).
 pub fn is_unknown_kid(d: &Denied) -> bool {
-    matches!(d, Denied::Unauthorized { code: "unknown_kid", .. })
+    matches!(
+        d,
+        Denied::Unauthorized {
+            code: "unknown_kid",
+            ..
+        }
+    )
 }
 
 impl Verifier<'_> {
     pub fn verify(&self, token: &str) -> Result<Verified, Denied> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
-            return Err(unauthorized("malformed", "the token is not a JWT (three base64url parts)"));
+            return Err(unauthorized(
+                "malformed",
+                "the token is not a JWT (three base64url parts)",
+            ));
         }
-        let header = decode_header(token)
-            .map_err(|_| unauthorized("malformed", "the token header is not valid JSON with a supported alg"))?;
+        let header = decode_header(token).map_err(|_| {
+            unauthorized(
+                "malformed",
+                "the token header is not valid JSON with a supported alg",
+            )
+        })?;
         if !self.algorithms.contains(&header.alg) {
             return Err(unauthorized(
                 "algorithm",
@@ -70,7 +83,10 @@ impl Verifier<'_> {
                 Some(kid) if self.keys.iter().any(|k| k.kid.is_some()) => {
                     unauthorized("unknown_kid", format!("no key with kid {kid:?}"))
                 }
-                _ => unauthorized("bad_signature", format!("no key configured for {:?}", header.alg)),
+                _ => unauthorized(
+                    "bad_signature",
+                    format!("no key configured for {:?}", header.alg),
+                ),
             });
         }
         let mut validation = Validation::new(header.alg);
@@ -101,11 +117,15 @@ impl Verifier<'_> {
                         ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
                             unauthorized("bad_signature", "the signature does not verify")
                         }
-                        ErrorKind::ExpiredSignature => unauthorized("expired", "the token has expired"),
+                        ErrorKind::ExpiredSignature => {
+                            unauthorized("expired", "the token has expired")
+                        }
                         ErrorKind::ImmatureSignature => {
                             unauthorized("not_yet_valid", "the token is not valid yet (nbf)")
                         }
-                        ErrorKind::InvalidIssuer => unauthorized("issuer", "the token's issuer is not accepted"),
+                        ErrorKind::InvalidIssuer => {
+                            unauthorized("issuer", "the token's issuer is not accepted")
+                        }
                         ErrorKind::InvalidAudience => {
                             unauthorized("audience", "the token's audience is not accepted")
                         }
@@ -115,7 +135,13 @@ impl Verifier<'_> {
                         _ => unauthorized("malformed", "the token cannot be decoded"),
                     };
                     // A bad signature may just be the wrong key of several.
-                    if !matches!(last, Denied::Unauthorized { code: "bad_signature", .. }) {
+                    if !matches!(
+                        last,
+                        Denied::Unauthorized {
+                            code: "bad_signature",
+                            ..
+                        }
+                    ) {
                         return Err(last);
                     }
                 }
@@ -158,12 +184,23 @@ pub fn grants_claim(claims: &HashMap<String, Value>, name: &str) -> Result<Vec<P
                 i.as_str()
                     .ok_or(())
                     .and_then(|s| Pattern::parse(s).map_err(|_| ()))
-                    .map_err(|_| unauthorized("malformed", format!("the {name} claim must list topic patterns")))
+                    .map_err(|_| {
+                        unauthorized(
+                            "malformed",
+                            format!("the {name} claim must list topic patterns"),
+                        )
+                    })
             })
             .collect(),
-        Some(Value::String(s)) => Pattern::parse(s)
-            .map(|p| vec![p])
-            .map_err(|_| unauthorized("malformed", format!("the {name} claim must list topic patterns"))),
-        Some(_) => Err(unauthorized("malformed", format!("the {name} claim must list topic patterns"))),
+        Some(Value::String(s)) => Pattern::parse(s).map(|p| vec![p]).map_err(|_| {
+            unauthorized(
+                "malformed",
+                format!("the {name} claim must list topic patterns"),
+            )
+        }),
+        Some(_) => Err(unauthorized(
+            "malformed",
+            format!("the {name} claim must list topic patterns"),
+        )),
     }
 }

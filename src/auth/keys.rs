@@ -113,11 +113,17 @@ pub fn jwks_keys(json: &[u8], source: &str) -> Result<(Vec<Key>, Vec<String>), S
             AlgorithmParameters::OctetKeyPair(_) => vec![Algorithm::EdDSA],
             AlgorithmParameters::OctetKey(_) => HS.to_vec(),
         };
-        let algorithms = match jwk.common.key_algorithm.map(|a| format!("{a:?}").parse::<Algorithm>()) {
+        let algorithms = match jwk
+            .common
+            .key_algorithm
+            .map(|a| format!("{a:?}").parse::<Algorithm>())
+        {
             None => family,
             Some(Ok(alg)) if family.contains(&alg) => vec![alg],
             Some(_) => {
-                notes.push(format!("{source}: key {name}: its alg does not fit its kty; skipped"));
+                notes.push(format!(
+                    "{source}: key {name}: its alg does not fit its kty; skipped"
+                ));
                 continue;
             }
         };

@@ -58,7 +58,8 @@ pub enum TokenSource {
 /// `token` or `access_token`, then the configured cookie.
 pub fn token_of(head: &Head, cookie: &str) -> Result<Option<(String, TokenSource)>, Denied> {
     if let Some(v) = head.header("authorization") {
-        let v = std::str::from_utf8(v).map_err(|_| malformed("the Authorization header is not text"))?;
+        let v = std::str::from_utf8(v)
+            .map_err(|_| malformed("the Authorization header is not text"))?;
         let (scheme, rest) = v.trim().split_once(' ').unwrap_or((v.trim(), ""));
         if !scheme.eq_ignore_ascii_case("bearer") || rest.trim().is_empty() {
             return Err(malformed("expected Authorization: Bearer <token>"));
@@ -74,11 +75,16 @@ pub fn token_of(head: &Head, cookie: &str) -> Result<Option<(String, TokenSource
         if name != "cookie" {
             continue;
         }
-        let Ok(value) = std::str::from_utf8(value) else { continue };
+        let Ok(value) = std::str::from_utf8(value) else {
+            continue;
+        };
         for pair in value.split(';') {
             if let Some((k, v)) = pair.trim().split_once('=') {
                 if k.trim() == cookie {
-                    return Ok(Some((v.trim().trim_matches('"').to_owned(), TokenSource::Cookie)));
+                    return Ok(Some((
+                        v.trim().trim_matches('"').to_owned(),
+                        TokenSource::Cookie,
+                    )));
                 }
             }
         }
@@ -99,7 +105,10 @@ pub fn redact_target(target: &str) -> std::borrow::Cow<'_, str> {
     let Some((path, query)) = target.split_once('?') else {
         return target.into();
     };
-    if !query.split('&').any(|p| p.starts_with("token=") || p.starts_with("access_token=")) {
+    if !query
+        .split('&')
+        .any(|p| p.starts_with("token=") || p.starts_with("access_token="))
+    {
         return target.into();
     }
     let parts: Vec<String> = query
@@ -118,8 +127,14 @@ mod tests {
 
     #[test]
     fn redacts() {
-        assert_eq!(redact_target("/e?topic=a&token=abc.def"), "/e?topic=a&token=REDACTED");
-        assert_eq!(redact_target("/e?access_token=x"), "/e?access_token=REDACTED");
+        assert_eq!(
+            redact_target("/e?topic=a&token=abc.def"),
+            "/e?topic=a&token=REDACTED"
+        );
+        assert_eq!(
+            redact_target("/e?access_token=x"),
+            "/e?access_token=REDACTED"
+        );
         assert_eq!(redact_target("/e?topic=a"), "/e?topic=a");
     }
 }

@@ -26,7 +26,10 @@ impl Config {
     /// Reads, parses and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            lines: vec![format!("{}: cannot read the configuration file: {e}", path.display())],
+            lines: vec![format!(
+                "{}: cannot read the configuration file: {e}",
+                path.display()
+            )],
         })?;
         Config::parse(path, &src)
     }
@@ -40,7 +43,12 @@ impl Config {
             Ok(doc) => doc,
             Err(e) => {
                 let span = e.span().unwrap_or(0..0);
-                let msg = e.message().lines().next().unwrap_or("invalid TOML").to_owned();
+                let msg = e
+                    .message()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid TOML")
+                    .to_owned();
                 d.error(&span, "", msg);
                 return Err(ConfigError { lines: d.errors });
             }

@@ -146,7 +146,11 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     /// An array of tables (`[[routes]]`).
-    pub(crate) fn array_of_tables(&mut self, d: &mut Diag, key: &'static str) -> Vec<Table<'t, 'i>> {
+    pub(crate) fn array_of_tables(
+        &mut self,
+        d: &mut Diag,
+        key: &'static str,
+    ) -> Vec<Table<'t, 'i>> {
         let path = self.key_path(key);
         let Some(v) = self.raw(key) else {
             return Vec::new();
@@ -158,7 +162,9 @@ impl<'t, 'i> Table<'t, 'i> {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             match item.get_ref() {
-                DeValue::Table(t) => out.push(Table::new(Some(t), format!("{path}[{i}]"), item.span())),
+                DeValue::Table(t) => {
+                    out.push(Table::new(Some(t), format!("{path}[{i}]"), item.span()))
+                }
                 other => d.error(
                     &item.span(),
                     &format!("{path}[{i}]"),
@@ -229,7 +235,10 @@ pub(crate) fn strings(v: &DeValue) -> Result<Vec<String>, String> {
                 )),
             })
             .collect(),
-        other => Err(format!("expected an array of strings, found {}", type_str(other))),
+        other => Err(format!(
+            "expected an array of strings, found {}",
+            type_str(other)
+        )),
     }
 }
 
@@ -238,7 +247,10 @@ pub(crate) fn one_or_many(v: &DeValue) -> Result<Vec<String>, String> {
     match v {
         DeValue::String(s) => Ok(vec![s.to_string()]),
         DeValue::Array(_) => strings(v),
-        other => Err(format!("expected a string or an array of strings, found {}", type_str(other))),
+        other => Err(format!(
+            "expected a string or an array of strings, found {}",
+            type_str(other)
+        )),
     }
 }
 
@@ -254,18 +266,21 @@ pub(crate) fn duration(v: &DeValue) -> Result<Duration, String> {
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("expected a duration such as \"15s\" or \"500ms\", found {s:?} ({e})")
-    })
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration such as \"15s\" or \"500ms\", found {s:?} ({e})"))
 }
 
 /// Bytes: an integer, or a string such as `"64MiB"`.
 pub(crate) fn size(v: &DeValue) -> Result<u64, String> {
     match v {
         DeValue::Integer(_) => integer(v),
-        DeValue::String(s) => s.trim().parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|_| {
-            format!("expected a size in bytes or a string such as \"64MiB\", found {s:?}")
-        }),
+        DeValue::String(s) => s
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|_| {
+                format!("expected a size in bytes or a string such as \"64MiB\", found {s:?}")
+            }),
         other => Err(format!(
             "expected a size (integer bytes or a string such as \"64MiB\"), found {}",
             type_str(other)

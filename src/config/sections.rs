@@ -217,7 +217,11 @@ pub(super) fn target(v: &toml::de::DeValue) -> Result<Target, String> {
     let uri: http::Uri = url.parse().map_err(|_| expected("not a URL"))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some(other) => return Err(expected(&format!("scheme {other:?}: only http is supported"))),
+        Some(other) => {
+            return Err(expected(&format!(
+                "scheme {other:?}: only http is supported"
+            )))
+        }
         None => return Err(expected("no scheme")),
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
@@ -322,97 +326,204 @@ macro_rules! take {
 pub(super) use take;
 
 fn read_listen(d: &mut Diag, t: &mut Table) -> Listen {
-    let mode = take!(t, d, "publish_socket_mode", |v| {
-        let text = r::string(v)?;
-        u32::from_str_radix(&text, 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| format!("expected an octal file mode such as \"0660\", found {text:?}"))
-    }, 0o660);
+    let mode = take!(
+        t,
+        d,
+        "publish_socket_mode",
+        |v| {
+            let text = r::string(v)?;
+            u32::from_str_radix(&text, 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    format!("expected an octal file mode such as \"0660\", found {text:?}")
+                })
+        },
+        0o660
+    );
     let listen = Listen {
-        public: take!(t, d, "public", addr, "0.0.0.0:8080".parse().expect("default")),
-        publish: take!(t, d, "publish", optional_addr, Some("127.0.0.1:8081".parse().expect("default"))),
-        publish_socket: t.get(d, "publish_socket", |v| {
-            let p = r::string(v)?;
-            Ok((!p.is_empty()).then(|| PathBuf::from(p)))
-        }).flatten(),
+        public: take!(
+            t,
+            d,
+            "public",
+            addr,
+            "0.0.0.0:8080".parse().expect("default")
+        ),
+        publish: take!(
+            t,
+            d,
+            "publish",
+            optional_addr,
+            Some("127.0.0.1:8081".parse().expect("default"))
+        ),
+        publish_socket: t
+            .get(d, "publish_socket", |v| {
+                let p = r::string(v)?;
+                Ok((!p.is_empty()).then(|| PathBuf::from(p)))
+            })
+            .flatten(),
         publish_socket_mode: mode,
-        admin: take!(t, d, "admin", addr, "0.0.0.0:9090".parse().expect("default")),
-        head_timeout: take!(t, d, "head_timeout", nonzero_duration, Duration::from_secs(10)),
-        keepalive: take!(t, d, "keepalive", nonzero_duration, Duration::from_secs(620)),
-        max_head_bytes: take!(t, d, "max_head_bytes", |v| {
-            let n = r::integer(v)?;
-            if (1024..=1 << 20).contains(&n) {
-                Ok(n as usize)
-            } else {
-                Err(format!("expected 1024 to 1048576 bytes, found {n}"))
-            }
-        }, 16384),
+        admin: take!(
+            t,
+            d,
+            "admin",
+            addr,
+            "0.0.0.0:9090".parse().expect("default")
+        ),
+        head_timeout: take!(
+            t,
+            d,
+            "head_timeout",
+            nonzero_duration,
+            Duration::from_secs(10)
+        ),
+        keepalive: take!(
+            t,
+            d,
+            "keepalive",
+            nonzero_duration,
+            Duration::from_secs(620)
+        ),
+        max_head_bytes: take!(
+            t,
+            d,
+            "max_head_bytes",
+            |v| {
+                let n = r::integer(v)?;
+                if (1024..=1 << 20).contains(&n) {
+                    Ok(n as usize)
+                } else {
+                    Err(format!("expected 1024 to 1048576 bytes, found {n}"))
+                }
+            },
+            16384
+        ),
     };
     t.finish(d);
     listen
 }
 
 fn read_upstream(d: &mut Diag, t: &mut Table) -> Upstream {
-    let target = take!(t, d, "url", target, Target {
-        url: s("http://127.0.0.1:3000"),
-        addr: "127.0.0.1:3000".parse().expect("default"),
-    });
+    let target = take!(
+        t,
+        d,
+        "url",
+        target,
+        Target {
+            url: s("http://127.0.0.1:3000"),
+            addr: "127.0.0.1:3000".parse().expect("default"),
+        }
+    );
     let up = Upstream {
         target,
-        connect_timeout: take!(t, d, "connect_timeout", nonzero_duration, Duration::from_secs(2)),
+        connect_timeout: take!(
+            t,
+            d,
+            "connect_timeout",
+            nonzero_duration,
+            Duration::from_secs(2)
+        ),
         timeout: take!(t, d, "timeout", nonzero_duration, Duration::from_secs(60)),
-        trusted_proxies: take!(t, d, "trusted_proxies", |v| {
-            r::strings(v)?
-                .iter()
-                .map(|n| {
-                    n.parse::<IpNet>()
-                        .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
-                        .map_err(|_| format!("expected CIDR networks such as \"10.0.0.0/8\", found {n:?}"))
-                })
-                .collect()
-        }, vec!["127.0.0.0/8".parse().expect("default"), "::1/128".parse().expect("default")]),
+        trusted_proxies: take!(
+            t,
+            d,
+            "trusted_proxies",
+            |v| {
+                r::strings(v)?
+                    .iter()
+                    .map(|n| {
+                        n.parse::<IpNet>()
+                            .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
+                            .map_err(|_| {
+                                format!(
+                                    "expected CIDR networks such as \"10.0.0.0/8\", found {n:?}"
+                                )
+                            })
+                    })
+                    .collect()
+            },
+            vec![
+                "127.0.0.0/8".parse().expect("default"),
+                "::1/128".parse().expect("default")
+            ]
+        ),
     };
     t.finish(d);
     up
 }
 
 fn read_events(d: &mut Diag, t: &mut Table) -> Events {
-    let path = take!(t, d, "path", |v| {
-        let p = r::string(v)?;
-        if p.starts_with('/') && !p.contains(['?', '#', ' ']) {
-            Ok(p)
-        } else {
-            Err(format!("expected an absolute path such as \"/events\", found {p:?}"))
-        }
-    }, s("/events"));
+    let path = take!(
+        t,
+        d,
+        "path",
+        |v| {
+            let p = r::string(v)?;
+            if p.starts_with('/') && !p.contains(['?', '#', ' ']) {
+                Ok(p)
+            } else {
+                Err(format!(
+                    "expected an absolute path such as \"/events\", found {p:?}"
+                ))
+            }
+        },
+        s("/events")
+    );
     let events = Events {
         path,
         heartbeat: take!(t, d, "heartbeat", nonzero_duration, Duration::from_secs(15)),
         retry: take!(t, d, "retry", nonzero_duration, Duration::from_secs(3)),
         history: take!(t, d, "history", |v| r::integer(v).map(|n| n as usize), 1000),
-        history_ttl: take!(t, d, "history_ttl", nonzero_duration, Duration::from_secs(3600)),
+        history_ttl: take!(
+            t,
+            d,
+            "history_ttl",
+            nonzero_duration,
+            Duration::from_secs(3600)
+        ),
         history_bytes: take!(t, d, "history_bytes", r::size, 64 << 20),
         queue: take!(t, d, "queue", |v| positive(v).map(|n| n as usize), 256),
-        max_streams: take!(t, d, "max_streams", |v| match v {
-            toml::de::DeValue::String(s) if s == "auto" => Ok(MaxStreams::Auto),
-            toml::de::DeValue::Integer(_) => positive(v).map(|n| MaxStreams::Fixed(n as usize)),
-            other => Err(format!("expected \"auto\" or a positive integer, found {}", other.type_str())),
-        }, MaxStreams::Auto),
+        max_streams: take!(
+            t,
+            d,
+            "max_streams",
+            |v| match v {
+                toml::de::DeValue::String(s) if s == "auto" => Ok(MaxStreams::Auto),
+                toml::de::DeValue::Integer(_) => positive(v).map(|n| MaxStreams::Fixed(n as usize)),
+                other => Err(format!(
+                    "expected \"auto\" or a positive integer, found {}",
+                    other.type_str()
+                )),
+            },
+            MaxStreams::Auto
+        ),
         max_topics: take!(t, d, "max_topics", |v| positive(v).map(|n| n as usize), 32),
-        poll_timeout: take!(t, d, "poll_timeout", nonzero_duration, Duration::from_secs(25)),
-        cors_origins: take!(t, d, "cors_origins", |v| {
-            let list = r::strings(v)?;
-            for o in &list {
-                if o == "*" {
-                    return Err("\"*\" is not allowed: list each origin, such as \"https://app.example.com\"".into());
+        poll_timeout: take!(
+            t,
+            d,
+            "poll_timeout",
+            nonzero_duration,
+            Duration::from_secs(25)
+        ),
+        cors_origins: take!(
+            t,
+            d,
+            "cors_origins",
+            |v| {
+                let list = r::strings(v)?;
+                for o in &list {
+                    if o == "*" {
+                        return Err("\"*\" is not allowed: list each origin, such as \"https://app.example.com\"".into());
+                    }
+                    if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/')
+                    {
+                        return Err(format!("expected origins such as \"https://app.example.com\" (scheme, host, optional port, no path), found {o:?}"));
+                    }
                 }
-                if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
-                    return Err(format!("expected origins such as \"https://app.example.com\" (scheme, host, optional port, no path), found {o:?}"));
-                }
-            }
-            Ok(list)
-        }, Vec::new()),
+                Ok(list)
+            },
+            Vec::new()
+        ),
     };
     t.finish(d);
     events
@@ -420,7 +531,13 @@ fn read_events(d: &mut Diag, t: &mut Table) -> Events {
 
 fn read_publish(d: &mut Diag, t: &mut Table) -> Publish {
     let mut p = Publish {
-        max_body_bytes: take!(t, d, "max_body_bytes", |v| r::size(v).map(|n| n as usize), 1 << 20),
+        max_body_bytes: take!(
+            t,
+            d,
+            "max_body_bytes",
+            |v| r::size(v).map(|n| n as usize),
+            1 << 20
+        ),
         dedupe_window: take!(t, d, "dedupe_window", r::duration, Duration::from_secs(300)),
         require_token: take!(t, d, "require_token", r::boolean, false),
         token_env: take!(t, d, "token_env", r::string, s("SIDECAST_PUBLISH_TOKEN")),
@@ -438,17 +555,29 @@ fn read_publish(d: &mut Diag, t: &mut Table) -> Publish {
 
 fn read_log(d: &mut Diag, t: &mut Table) -> Log {
     let log = Log {
-        format: take!(t, d, "format", |v| match r::string(v)?.as_str() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(format!("expected \"text\" or \"json\", found {other:?}")),
-        }, LogFormat::Text),
-        level: take!(t, d, "level", |v| {
-            let level = r::string(v)?;
-            tracing_subscriber::EnvFilter::try_new(&level)
+        format: take!(
+            t,
+            d,
+            "format",
+            |v| match r::string(v)?.as_str() {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                other => Err(format!("expected \"text\" or \"json\", found {other:?}")),
+            },
+            LogFormat::Text
+        ),
+        level: take!(
+            t,
+            d,
+            "level",
+            |v| {
+                let level = r::string(v)?;
+                tracing_subscriber::EnvFilter::try_new(&level)
                 .map(|_| level.clone())
                 .map_err(|_| format!("expected a level such as \"info\" or \"sidecast=debug,warn\", found {level:?}"))
-        }, s("info")),
+            },
+            s("info")
+        ),
     };
     t.finish(d);
     log
@@ -474,11 +603,16 @@ fn read_cluster(d: &mut Diag, t: &mut Table) -> Cluster {
             }
         }),
         startup_timeout: take!(t, d, "startup_timeout", r::duration, Duration::from_secs(5)),
-        wait_replicas: take!(t, d, "wait_replicas", |v| r::integer(v).map(|n| n as u32), 0),
+        wait_replicas: take!(
+            t,
+            d,
+            "wait_replicas",
+            |v| r::integer(v).map(|n| n as u32),
+            0
+        ),
     };
     t.finish(d);
     c
 }
 
 pub(super) use {nonzero_duration as nonzero, path_value as file_path};
-

@@ -33,12 +33,20 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
     let secret_env = t.get_spanned(d, "secret_env", r::string);
     let mut auth = Auth {
         required: take!(t, d, "required", r::boolean, true),
-        mode: take!(t, d, "mode", |v| match r::string(v)?.as_str() {
-            "jwt" => Ok(AuthMode::Jwt),
-            "forward" => Ok(AuthMode::Forward),
-            other => Err(format!("expected \"jwt\" or \"forward\", found {other:?}")),
-        }, AuthMode::Jwt),
-        secret_env: secret_env.as_ref().map_or_else(|| "SIDECAST_JWT_SECRET".to_owned(), |(v, _)| v.clone()),
+        mode: take!(
+            t,
+            d,
+            "mode",
+            |v| match r::string(v)?.as_str() {
+                "jwt" => Ok(AuthMode::Jwt),
+                "forward" => Ok(AuthMode::Forward),
+                other => Err(format!("expected \"jwt\" or \"forward\", found {other:?}")),
+            },
+            AuthMode::Jwt
+        ),
+        secret_env: secret_env
+            .as_ref()
+            .map_or_else(|| "SIDECAST_JWT_SECRET".to_owned(), |(v, _)| v.clone()),
         secret_file: secret_file.as_ref().map(|(p, _)| p.clone()),
         public_key_file: public_key_file.as_ref().map(|(p, _)| p.clone()),
         jwks_file: jwks_file.as_ref().map(|(p, _)| p.clone()),
@@ -47,7 +55,9 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
             if url.starts_with("http://") || url.starts_with("https://") {
                 Ok(url)
             } else {
-                Err(format!("expected an http:// or https:// URL, found {url:?}"))
+                Err(format!(
+                    "expected an http:// or https:// URL, found {url:?}"
+                ))
             }
         }),
         algorithms: t.get(d, "algorithms", |v| {
@@ -68,48 +78,80 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
             if f.starts_with('/') || f.starts_with("http://") {
                 Ok(f)
             } else {
-                Err(format!("expected a path such as \"/api/me\" or an http:// URL, found {f:?}"))
+                Err(format!(
+                    "expected a path such as \"/api/me\" or an http:// URL, found {f:?}"
+                ))
             }
         }),
-        forward_headers: take!(t, d, "forward_headers", |v| {
-            let list = r::strings(v)?;
-            for h in &list {
-                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                    return Err(format!("expected header names, found {h:?}"));
+        forward_headers: take!(
+            t,
+            d,
+            "forward_headers",
+            |v| {
+                let list = r::strings(v)?;
+                for h in &list {
+                    if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                        return Err(format!("expected header names, found {h:?}"));
+                    }
                 }
-            }
-            Ok(list.into_iter().map(|h| h.to_ascii_lowercase()).collect())
-        }, vec!["cookie".to_owned(), "authorization".to_owned()]),
-        forward_user: take!(t, d, "forward_user", |v| {
-            let f = r::string(v)?;
-            if let Some(name) = f.strip_prefix("header:") {
-                if http::HeaderName::from_bytes(name.as_bytes()).is_ok() {
-                    return Ok(ForwardUser::Header(name.to_ascii_lowercase()));
+                Ok(list.into_iter().map(|h| h.to_ascii_lowercase()).collect())
+            },
+            vec!["cookie".to_owned(), "authorization".to_owned()]
+        ),
+        forward_user: take!(
+            t,
+            d,
+            "forward_user",
+            |v| {
+                let f = r::string(v)?;
+                if let Some(name) = f.strip_prefix("header:") {
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_ok() {
+                        return Ok(ForwardUser::Header(name.to_ascii_lowercase()));
+                    }
+                } else if f.starts_with('/') {
+                    return Ok(ForwardUser::Pointer(f));
                 }
-            } else if f.starts_with('/') {
-                return Ok(ForwardUser::Pointer(f));
-            }
-            Err(format!(
+                Err(format!(
                 "expected \"header:NAME\" or a JSON pointer starting with '/' such as \"/user/id\", found {f:?}"
             ))
-        }, ForwardUser::Header("sidecast-user".to_owned())),
-        forward_grants: take!(t, d, "forward_grants", |v| {
-            let list = r::strings(v)?;
-            for g in &list {
-                Pattern::parse(&g.replace("{sub}", "x")).map_err(|e| format!("bad grant pattern: {e}"))?;
-            }
-            Ok(list)
-        }, Vec::new()),
+            },
+            ForwardUser::Header("sidecast-user".to_owned())
+        ),
+        forward_grants: take!(
+            t,
+            d,
+            "forward_grants",
+            |v| {
+                let list = r::strings(v)?;
+                for g in &list {
+                    Pattern::parse(&g.replace("{sub}", "x"))
+                        .map_err(|e| format!("bad grant pattern: {e}"))?;
+                }
+                Ok(list)
+            },
+            Vec::new()
+        ),
         forward_timeout: take!(t, d, "forward_timeout", nonzero, Duration::from_secs(3)),
         forward_cache: take!(t, d, "forward_cache", r::duration, Duration::from_secs(10)),
         forward_recheck: take!(t, d, "forward_recheck", nonzero, Duration::from_secs(300)),
         keys: Vec::new(),
     };
     if auth.mode == AuthMode::Forward && auth.forward.is_none() {
-        d.error(&t.span(), &t.key_path("forward"), "mode = \"forward\" needs forward, the app endpoint to ask (such as \"/api/me\")");
+        d.error(
+            &t.span(),
+            &t.key_path("forward"),
+            "mode = \"forward\" needs forward, the app endpoint to ask (such as \"/api/me\")",
+        );
     }
     if auth.mode == AuthMode::Jwt || !auth.required {
-        load_keys(d, t, &mut auth, secret_env_set, secret_env.map(|(_, s)| s), &spans);
+        load_keys(
+            d,
+            t,
+            &mut auth,
+            secret_env_set,
+            secret_env.map(|(_, s)| s),
+            &spans,
+        );
     }
     t.finish(d);
     auth
@@ -158,7 +200,13 @@ fn load_keys(
     }
     let read = |d: &mut Diag, key: &str, path: &Path| -> Option<Vec<u8>> {
         std::fs::read(path)
-            .map_err(|e| d.error(&span_of(key), &t.key_path(key), format!("cannot read {}: {e}", path.display())))
+            .map_err(|e| {
+                d.error(
+                    &span_of(key),
+                    &t.key_path(key),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })
             .ok()
     };
     if let Some(p) = auth.secret_file.clone() {
@@ -174,7 +222,11 @@ fn load_keys(
         if let Some(bytes) = read(d, "public_key_file", &p) {
             match keys::pem_key(&bytes, &p.display().to_string()) {
                 Ok(k) => auth.keys.push(k),
-                Err(e) => d.error(&span_of("public_key_file"), &t.key_path("public_key_file"), e),
+                Err(e) => d.error(
+                    &span_of("public_key_file"),
+                    &t.key_path("public_key_file"),
+                    e,
+                ),
             }
         }
     }

@@ -1,15 +1,20 @@
 //! `[[routes]]` and `[[history]]`: entries checked one by one, then against
 //! each other (two events routes must never match the same path).
 
-
 use super::reader::{self as r, Diag, Table};
 use super::sections::{nonzero, target, Auth, AuthMode, Events, HistoryPolicy, RouteSpec};
 use crate::routes::{PathTemplate, TopicTemplate};
 use crate::topic::Pattern;
 
-pub(super) fn read_routes(d: &mut Diag, root: &mut Table, events: &Events, auth: &Auth) -> Vec<RouteSpec> {
+pub(super) fn read_routes(
+    d: &mut Diag,
+    root: &mut Table,
+    events: &Events,
+    auth: &Auth,
+) -> Vec<RouteSpec> {
     let mut out = Vec::new();
-    let mut seen: Vec<(PathTemplate, String)> = vec![(PathTemplate::exact(&events.path), "events.path".to_owned())];
+    let mut seen: Vec<(PathTemplate, String)> =
+        vec![(PathTemplate::exact(&events.path), "events.path".to_owned())];
     for mut t in root.array_of_tables(d, "routes") {
         let events_kind = t.has("path") || t.has("topics");
         let proxy_kind = t.has("prefix") || t.has("upstream") || t.has("strip_prefix");
@@ -47,15 +52,27 @@ fn read_events_route(
     let path = t.get_spanned(d, "path", |v| PathTemplate::parse(&r::string(v)?));
     let topics_raw = t.get_spanned(d, "topics", r::strings);
     if path.is_none() && !t.has("path") {
-        d.error(&t.span(), &t.key_path("path"), "an events route needs path, such as \"/orders/{id}/events\"");
+        d.error(
+            &t.span(),
+            &t.key_path("path"),
+            "an events route needs path, such as \"/orders/{id}/events\"",
+        );
     }
     if topics_raw.is_none() && !t.has("topics") {
-        d.error(&t.span(), &t.key_path("topics"), "an events route needs topics, such as [\"orders/{id}\"]");
+        d.error(
+            &t.span(),
+            &t.key_path("topics"),
+            "an events route needs topics, such as [\"orders/{id}\"]",
+        );
     }
     let (path, path_span) = path?;
     let (raw, topics_span) = topics_raw?;
     if raw.is_empty() {
-        d.error(&topics_span, &t.key_path("topics"), "expected at least one topic template");
+        d.error(
+            &topics_span,
+            &t.key_path("topics"),
+            "expected at least one topic template",
+        );
         return None;
     }
     let mut topics = Vec::new();
@@ -75,14 +92,22 @@ fn read_events_route(
                 }
                 topics.push(tt)
             }
-            Err(e) => d.error(&topics_span, &t.key_path("topics"), format!("bad topic template: {e}")),
+            Err(e) => d.error(
+                &topics_span,
+                &t.key_path("topics"),
+                format!("bad topic template: {e}"),
+            ),
         }
     }
     if let Some((_, other)) = seen.iter().find(|(p, _)| p.overlaps(&path)) {
-        d.error(&path_span, &t.key_path("path"), format!(
-            "{} matches the same paths as {other}; each path must reach one events route",
-            path.as_str()
-        ));
+        d.error(
+            &path_span,
+            &t.key_path("path"),
+            format!(
+                "{} matches the same paths as {other}; each path must reach one events route",
+                path.as_str()
+            ),
+        );
         return None;
     }
     seen.push((path.clone(), t.key_path("path")));
@@ -95,16 +120,26 @@ fn read_proxy_route(d: &mut Diag, t: &mut Table) -> Option<RouteSpec> {
         if p.starts_with('/') && !p.contains(['?', '#', ' ']) {
             Ok(p)
         } else {
-            Err(format!("expected a path prefix starting with '/', such as \"/reports/\", found {p:?}"))
+            Err(format!(
+                "expected a path prefix starting with '/', such as \"/reports/\", found {p:?}"
+            ))
         }
     });
     let target = t.get(d, "upstream", target);
     let strip_prefix = t.get(d, "strip_prefix", r::boolean).unwrap_or(false);
     if !t.has("prefix") {
-        d.error(&t.span(), &t.key_path("prefix"), "a proxy route needs prefix, such as \"/reports/\"");
+        d.error(
+            &t.span(),
+            &t.key_path("prefix"),
+            "a proxy route needs prefix, such as \"/reports/\"",
+        );
     }
     if !t.has("upstream") {
-        d.error(&t.span(), &t.key_path("upstream"), "a proxy route needs upstream, such as \"http://127.0.0.1:4000\"");
+        d.error(
+            &t.span(),
+            &t.key_path("upstream"),
+            "a proxy route needs upstream, such as \"http://127.0.0.1:4000\"",
+        );
     }
     Some(RouteSpec::Proxy {
         prefix: prefix?,
@@ -118,12 +153,20 @@ pub(super) fn read_history(d: &mut Diag, root: &mut Table, events: &Events) -> V
     for mut t in root.array_of_tables(d, "history") {
         let pattern = t.get(d, "pattern", |v| Pattern::parse(&r::string(v)?));
         if !t.has("pattern") {
-            d.error(&t.span(), &t.key_path("pattern"), "a history policy needs pattern, such as \"prices/**\"");
+            d.error(
+                &t.span(),
+                &t.key_path("pattern"),
+                "a history policy needs pattern, such as \"prices/**\"",
+            );
         }
         let size = t.get_spanned(d, "size", |v| r::integer(v).map(|n| n as usize));
         let ttl = t.get(d, "ttl", nonzero);
         if let (Some((0, span)), true) = (&size, t.has("ttl")) {
-            d.error(span, &t.key_path("size"), "size = 0 keeps nothing, so a ttl means nothing: remove ttl, or set size above 0");
+            d.error(
+                span,
+                &t.key_path("size"),
+                "size = 0 keeps nothing, so a ttl means nothing: remove ttl, or set size above 0",
+            );
         }
         t.finish(d);
         if let Some(pattern) = pattern {
@@ -136,4 +179,3 @@ pub(super) fn read_history(d: &mut Diag, root: &mut Table, events: &Events) -> V
     }
     out
 }
-

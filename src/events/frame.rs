@@ -67,8 +67,7 @@ impl Event {
 
     /// The SSE text of the event alone.
     pub fn sse(&self) -> Bytes {
-        self.chunk
-            .slice(self.start as usize..self.chunk.len() - 2)
+        self.chunk.slice(self.start as usize..self.chunk.len() - 2)
     }
 
     /// The bytes history accounts for.
@@ -88,7 +87,13 @@ impl Event {
     pub fn data(&self) -> String {
         let sse = self.sse();
         let text = String::from_utf8_lossy(&sse);
-        let lines: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ").or_else(|| (l == "data:").then_some(""))).collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("data: ")
+                    .or_else(|| (l == "data:").then_some(""))
+            })
+            .collect();
         lines.join("\n")
     }
 
@@ -122,12 +127,16 @@ pub fn sse_text(id: &str, name: Option<&str>, retry: Option<u64>, data: &str) ->
     loop {
         let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
         out.put_slice(b"data: ");
-        out.put_slice(rest[..end].as_bytes());
+        out.put_slice(&rest.as_bytes()[..end]);
         out.put_u8(b'\n');
         if end == rest.len() {
             break;
         }
-        let skip = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
         rest = &rest[end + skip..];
     }
     out.put_u8(b'\n');
@@ -182,7 +191,9 @@ mod tests {
             &e.sse()[..],
             b"id: e-1\nevent: n\nretry: 10\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
         );
-        assert!(e.wire(true).starts_with(format!("{:x}\r\n", e.sse().len()).as_bytes()));
+        assert!(e
+            .wire(true)
+            .starts_with(format!("{:x}\r\n", e.sse().len()).as_bytes()));
         assert!(e.wire(true).ends_with(b"\n\r\n"));
         assert_eq!(e.id(), "e-1");
         assert_eq!(e.data(), "a\nb\nc\nd");

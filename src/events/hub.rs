@@ -156,21 +156,31 @@ impl State {
     fn expire(&mut self, now: Instant) {
         let State { topics, bytes, .. } = self;
         for t in topics.values_mut() {
-            while t.ring.front().is_some_and(|e| now.duration_since(e.published) > t.ttl) {
+            while t
+                .ring
+                .front()
+                .is_some_and(|e| now.duration_since(e.published) > t.ttl)
+            {
                 drop_front(t, bytes);
             }
         }
     }
 
     fn trim_fifo(&mut self) {
-        while self.fifo.front().is_some_and(|e| e.rings.load(Ordering::Relaxed) == 0) {
+        while self
+            .fifo
+            .front()
+            .is_some_and(|e| e.rings.load(Ordering::Relaxed) == 0)
+        {
             self.fifo.pop_front();
         }
     }
 
     fn enforce_budget(&mut self) {
         while self.bytes > self.limits.bytes {
-            let Some(ev) = self.fifo.pop_front() else { break };
+            let Some(ev) = self.fifo.pop_front() else {
+                break;
+            };
             for t in ev.topics.iter() {
                 if let Some(ts) = self.topics.get_mut(t) {
                     if ts.ring.front().is_some_and(|f| Arc::ptr_eq(f, &ev)) {
@@ -180,7 +190,9 @@ impl State {
             }
         }
         self.trim_fifo();
-        if self.fifo.len() > 64 && self.fifo.len() > 2 * self.topics.values().map(|t| t.ring.len()).sum::<usize>() {
+        if self.fifo.len() > 64
+            && self.fifo.len() > 2 * self.topics.values().map(|t| t.ring.len()).sum::<usize>()
+        {
             self.fifo.retain(|e| e.rings.load(Ordering::Relaxed) > 0);
         }
     }
@@ -284,7 +296,12 @@ impl State {
                         return opening;
                     }
                     let from = ts.ring.partition_point(|e| e.seq <= after);
-                    events.extend(ts.ring.range(from..).filter(|e| e.visible_to(user)).cloned());
+                    events.extend(
+                        ts.ring
+                            .range(from..)
+                            .filter(|e| e.visible_to(user))
+                            .cloned(),
+                    );
                 }
                 None => {
                     if let Start::After(id) = start {

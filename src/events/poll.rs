@@ -48,8 +48,10 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
     let (handle, opening) = match shared.hub.subscribe(req) {
         Ok(x) => x,
         Err(Refused::TooManyStreams) => {
-            let r = Reply::error(503, "unavailable", "too many streams")
-                .header("Retry-After", rt.config.events.retry.as_secs().max(1).to_string());
+            let r = Reply::error(503, "unavailable", "too many streams").header(
+                "Retry-After",
+                rt.config.events.retry.as_secs().max(1).to_string(),
+            );
             let _ = r.send(io, head.minor, false, false).await;
             return After::Close;
         }

@@ -55,7 +55,9 @@ pub struct StreamHandle {
 
 impl std::fmt::Debug for StreamHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamHandle").field("id", &self.id).finish()
+        f.debug_struct("StreamHandle")
+            .field("id", &self.id)
+            .finish()
     }
 }
 

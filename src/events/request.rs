@@ -53,8 +53,16 @@ fn bad(code: &str, message: impl Into<String>) -> Reply {
 /// Whether the client takes `text/event-stream` (EventSource always does;
 /// `*/*` does not count).
 pub fn accepts_sse(head: &Head) -> bool {
-    head.header_str("accept")
-        .is_some_and(|a| a.split(',').any(|p| p.trim().split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("text/event-stream")))
+    head.header_str("accept").is_some_and(|a| {
+        a.split(',').any(|p| {
+            p.trim()
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("text/event-stream")
+        })
+    })
 }
 
 fn wants_poll(head: &Head, q: &Query) -> bool {
@@ -63,9 +71,14 @@ fn wants_poll(head: &Head, q: &Query) -> bool {
     }
     let accept = head.header_str("accept").unwrap_or("");
     !accepts_sse(head)
-        && accept
-            .split(',')
-            .any(|p| p.trim().split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+        && accept.split(',').any(|p| {
+            p.trim()
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        })
 }
 
 /// A `401`/`403`/`503` reply for a refused principal.
@@ -114,7 +127,9 @@ pub async fn resolve(
                         return Err(Ok(Reply::error(
                             403,
                             "forbidden",
-                            format!("this route needs the {c} claim, which the token does not carry"),
+                            format!(
+                                "this route needs the {c} claim, which the token does not carry"
+                            ),
                         )))
                     }
                     Err(Fill::Bad(e)) => return Err(Ok(bad("bad_topic", e))),
@@ -126,7 +141,10 @@ pub async fn resolve(
             if q.topics.is_empty() {
                 return Err(Ok(bad(
                     "no_topic",
-                    format!("name at least one topic: {}?topic=NAME (repeatable)", config.events.path),
+                    format!(
+                        "name at least one topic: {}?topic=NAME (repeatable)",
+                        config.events.path
+                    ),
                 )));
             }
             let mut topics = Vec::with_capacity(q.topics.len());
@@ -143,13 +161,19 @@ pub async fn resolve(
     if topics.len() > config.events.max_topics {
         return Err(Ok(bad(
             "too_many_topics",
-            format!("at most {} topics per stream, got {}", config.events.max_topics, topics.len()),
+            format!(
+                "at most {} topics per stream, got {}",
+                config.events.max_topics,
+                topics.len()
+            ),
         )));
     }
     if config.auth.required {
         for (t, needs) in topics.iter().zip(&needs_grant) {
             if *needs && !principal.may_read(t) {
-                return Err(Err(Denied::Forbidden(format!("the token does not grant topic {t}"))));
+                return Err(Err(Denied::Forbidden(format!(
+                    "the token does not grant topic {t}"
+                ))));
             }
         }
     }
@@ -162,7 +186,12 @@ pub async fn resolve(
         (Some(id), _) => Start::After(id),
         (None, Some(n)) => match n.parse::<usize>() {
             Ok(n) => Start::Last(n.min(config.events.history)),
-            Err(_) => return Err(Ok(bad("bad_last", format!("last must be a whole number, got {n:?}")))),
+            Err(_) => {
+                return Err(Ok(bad(
+                    "bad_last",
+                    format!("last must be a whole number, got {n:?}"),
+                )))
+            }
         },
         (None, None) => Start::New,
     };

@@ -67,7 +67,11 @@ async fn unavailable<IO: AsyncWrite + Unpin>(
     let retry = jittered(rt.config.events.retry);
     if accepts_sse(head) && head.method == "GET" {
         let mut text = format!("retry: {retry}\n\n").into_bytes();
-        text.extend_from_slice(&notice("sidecast.unavailable", &serde_json::json!({"reason": reason}), None));
+        text.extend_from_slice(&notice(
+            "sidecast.unavailable",
+            &serde_json::json!({"reason": reason}),
+            None,
+        ));
         let body = if head.minor == 1 {
             let mut b = chunked(&text).to_vec();
             b.extend_from_slice(b"0\r\n\r\n");
@@ -80,7 +84,8 @@ async fn unavailable<IO: AsyncWrite + Unpin>(
         let _ = stream::write_frames(io, &[Bytes::from(out)]).await;
         return After::Close;
     }
-    let r = Reply::error(503, "unavailable", reason).header("Retry-After", retry.div_ceil(1000).to_string());
+    let r = Reply::error(503, "unavailable", reason)
+        .header("Retry-After", retry.div_ceil(1000).to_string());
     reply(io, head, with_cors(r, origin)).await
 }
 
@@ -117,7 +122,10 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         if origin.is_some() {
             r = r
                 .header("Access-Control-Allow-Methods", "GET")
-                .header("Access-Control-Allow-Headers", "Authorization, Last-Event-ID")
+                .header(
+                    "Access-Control-Allow-Headers",
+                    "Authorization, Last-Event-ID",
+                )
                 .header("Access-Control-Max-Age", "600");
         }
         return reply(io, &head, r).await;
@@ -126,7 +134,10 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         let r = Reply::error(400, "body", "a request to an events path has no body");
         return reply(io, &head, with_cors(r, &origin)).await;
     }
-    let params_ref: Vec<(&str, &str)> = params.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let params_ref: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     let asked = match resolve(&head, route, &params_ref, &rt, shared).await {
         Ok(a) => a,
         Err(Ok(r)) => return reply(io, &head, with_cors(r, &origin)).await,
@@ -140,8 +151,14 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
     }
     if head.method == "HEAD" {
         let head_bytes = sse_head(head.minor, &origin);
-        let ok = stream::write_frames(io, &[Bytes::from(head_bytes)]).await.is_ok();
-        return if ok && head.keep_alive() && head.minor == 1 { After::KeepAlive } else { After::Close };
+        let ok = stream::write_frames(io, &[Bytes::from(head_bytes)])
+            .await
+            .is_ok();
+        return if ok && head.keep_alive() && head.minor == 1 {
+            After::KeepAlive
+        } else {
+            After::Close
+        };
     }
     if shared.lifecycle.is_draining() {
         return unavailable(io, &head, &rt, &origin, "draining").await;
@@ -161,7 +178,9 @@ async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
     let minor = head.minor;
     let is_chunked = minor == 1;
     let expires = asked.principal.expires.map(|at| {
-        let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        let left = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
         tokio::time::Instant::now() + left + rt.config.auth.leeway
     });
     let settings = Settings {
@@ -188,7 +207,13 @@ async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
     drop(head);
     let first = first_frames(minor, &origin, rt, &opening, shared, is_chunked);
     drop(opening);
-    let gauge = shared.metrics.streams_open.get_or_create(&RouteLabel { route: asked.route.to_string() }).clone();
+    let gauge = shared
+        .metrics
+        .streams_open
+        .get_or_create(&RouteLabel {
+            route: asked.route.to_string(),
+        })
+        .clone();
     gauge.inc();
     let started = std::time::Instant::now();
     tracing::info!(target: "sidecast::stream", stream = handle.id, route = %asked.route, user = handle.user.as_deref().unwrap_or("-"), "stream opened");
@@ -212,7 +237,10 @@ fn first_frames(
     let mut frames = Vec::with_capacity(2 + opening.replay.len());
     frames.push(Bytes::from(sse_head(minor, origin)));
     let retry_ms = rt.config.events.retry.as_millis();
-    frames.push(control(format!("retry: {retry_ms}\n\n").as_bytes(), is_chunked));
+    frames.push(control(
+        format!("retry: {retry_ms}\n\n").as_bytes(),
+        is_chunked,
+    ));
     if let Some((reason, sent)) = &opening.reset {
         shared.metrics.resets.inc();
         let text = notice(

@@ -53,7 +53,10 @@ pub fn jittered(retry: Duration) -> u64 {
 }
 
 /// Writes all of `frames`, vectored, however the kernel splits it.
-pub async fn write_frames<W: AsyncWrite + Unpin>(io: &mut W, frames: &[Bytes]) -> std::io::Result<()> {
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    frames: &[Bytes],
+) -> std::io::Result<()> {
     let mut idx = 0;
     let mut off = 0;
     while idx < frames.len() {
@@ -159,7 +162,11 @@ async fn finish<W: AsyncWrite + Unpin>(io: &mut W, ended: &Ended, s: Settings) {
     let last: Option<bytes::BytesMut> = match ended {
         Ended::Client | Ended::Closed(Close::Slow) => None,
         Ended::Expired => {
-            let mut f = notice("sidecast.expired", &serde_json::json!({"reason": "token expired"}), None);
+            let mut f = notice(
+                "sidecast.expired",
+                &serde_json::json!({"reason": "token expired"}),
+                None,
+            );
             f.extend_from_slice(format!("retry: {retry}\n\n").as_bytes());
             Some(f)
         }

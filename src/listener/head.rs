@@ -55,7 +55,10 @@ impl Head {
 
     /// Whether the client lets the connection live after this request.
     pub fn keep_alive(&self) -> bool {
-        let conn = self.header_str("connection").unwrap_or("").to_ascii_lowercase();
+        let conn = self
+            .header_str("connection")
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if self.minor == 0 {
             conn.split(',').any(|t| t.trim() == "keep-alive")
         } else {
@@ -135,7 +138,11 @@ pub async fn read_head<R: AsyncRead + Unpin>(
             Err(_) => return Err(HeadError::Timeout),
             Ok(Err(_)) => return Err(HeadError::Closed),
             Ok(Ok(0)) if buf.is_empty() => return Err(HeadError::Closed),
-            Ok(Ok(0)) => return Err(HeadError::Malformed("the connection closed mid-head".into())),
+            Ok(Ok(0)) => {
+                return Err(HeadError::Malformed(
+                    "the connection closed mid-head".into(),
+                ))
+            }
             Ok(Ok(_)) => {
                 if waiting_first_byte {
                     waiting_first_byte = false;
@@ -172,8 +179,14 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Option<Head>, HeadError> {
     }
     let method = req.method.unwrap_or_default().to_owned();
     let target = req.path.unwrap_or_default().to_owned();
-    if !target.starts_with('/') && method != "OPTIONS" && method != "CONNECT" && !target.starts_with("http") {
-        return Err(HeadError::Malformed(format!("request target must start with '/': {target:?}")));
+    if !target.starts_with('/')
+        && method != "OPTIONS"
+        && method != "CONNECT"
+        && !target.starts_with("http")
+    {
+        return Err(HeadError::Malformed(format!(
+            "request target must start with '/': {target:?}"
+        )));
     }
     let minor = req.version.unwrap_or(1);
     let headers: Vec<(String, Vec<u8>)> = req
@@ -201,7 +214,11 @@ fn has_bare_cr(bytes: &[u8]) -> bool {
 
 /// Refuses heads whose body framing is ambiguous (request smuggling).
 fn check_framing(head: &Head) -> Result<(), HeadError> {
-    let te = head.headers.iter().filter(|(n, _)| n == "transfer-encoding").count();
+    let te = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "transfer-encoding")
+        .count();
     let cls: Vec<&[u8]> = head
         .headers
         .iter()
@@ -214,7 +231,9 @@ fn check_framing(head: &Head) -> Result<(), HeadError> {
         ));
     }
     if te > 1 {
-        return Err(HeadError::Malformed("more than one Transfer-Encoding".into()));
+        return Err(HeadError::Malformed(
+            "more than one Transfer-Encoding".into(),
+        ));
     }
     if let Some(v) = head.header_str("transfer-encoding") {
         if head.minor == 0 || !v.trim().eq_ignore_ascii_case("chunked") {
@@ -226,15 +245,21 @@ fn check_framing(head: &Head) -> Result<(), HeadError> {
     for v in &cls {
         let ok = !v.is_empty() && v.iter().all(u8::is_ascii_digit);
         if !ok {
-            return Err(HeadError::Malformed("Content-Length is not a number".into()));
+            return Err(HeadError::Malformed(
+                "Content-Length is not a number".into(),
+            ));
         }
     }
     if cls.windows(2).any(|w| w[0] != w[1]) {
-        return Err(HeadError::Malformed("conflicting Content-Length values".into()));
+        return Err(HeadError::Malformed(
+            "conflicting Content-Length values".into(),
+        ));
     }
     let hosts = head.headers.iter().filter(|(n, _)| n == "host").count();
     if hosts > 1 || (hosts == 0 && head.minor == 1) {
-        return Err(HeadError::Malformed("HTTP/1.1 needs exactly one Host header".into()));
+        return Err(HeadError::Malformed(
+            "HTTP/1.1 needs exactly one Host header".into(),
+        ));
     }
     Ok(())
 }
@@ -249,7 +274,10 @@ mod tests {
 
     #[test]
     fn good_and_partial() {
-        let h = p("GET /events?topic=a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\nrest").unwrap().unwrap();
+        let h =
+            p("GET /events?topic=a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\nrest")
+                .unwrap()
+                .unwrap();
         assert_eq!(h.path(), "/events");
         assert_eq!(h.query(), "topic=a");
         assert_eq!(h.header_str("accept"), Some("text/event-stream"));
@@ -267,7 +295,11 @@ mod tests {
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
         ] {
-            assert!(matches!(p(bad), Err(HeadError::Malformed(_))), "{bad:?}: {:?}", p(bad));
+            assert!(
+                matches!(p(bad), Err(HeadError::Malformed(_))),
+                "{bad:?}: {:?}",
+                p(bad)
+            );
         }
     }
 }

@@ -31,16 +31,23 @@ use respond::Reply;
 pub type ProxyApp = HttpProxy<Proxy>;
 
 pub fn proxy_app(shared: Arc<Shared>) -> Arc<ProxyApp> {
-    let mut conf = ServerConf::default();
-    conf.threads = 1;
-    conf.upstream_keepalive_pool_size = 256;
+    let conf = ServerConf {
+        threads: 1,
+        upstream_keepalive_pool_size: 256,
+        ..ServerConf::default()
+    };
     let conf = Arc::new(conf);
     Arc::new(pingora::proxy::http_proxy(&conf, Proxy { shared }))
 }
 
 /// Accepts until told to stop. Running out of file descriptors pauses the
 /// loop briefly instead of spinning, logs at most once a second, and counts.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, app: Arc<ProxyApp>, limits: Limits) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    app: Arc<ProxyApp>,
+    limits: Limits,
+) {
     let mut stop = shared.lifecycle.stop_accepting.subscribe();
     let mut last_log = std::time::Instant::now() - Duration::from_secs(2);
     loop {
@@ -69,7 +76,13 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, app: Arc<Pr
 }
 
 /// One connection's life: heads in a loop until it ends.
-async fn connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, app: Arc<ProxyApp>, limits: Limits) {
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    app: Arc<ProxyApp>,
+    limits: Limits,
+) {
     let mut buf = Vec::new();
     // The fresh TCP connection: the common case for EventSource.
     let next = match serve_one(tcp, &mut buf, true, peer, &shared, &app, None, limits).await {
@@ -78,7 +91,11 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, app: 
     };
     let (mut stream, mut settings) = next;
     loop {
-        match serve_one(stream, &mut buf, false, peer, &shared, &app, settings, limits).await {
+        match serve_one(
+            stream, &mut buf, false, peer, &shared, &app, settings, limits,
+        )
+        .await
+        {
             Some((s, p)) => {
                 stream = s;
                 settings = p;

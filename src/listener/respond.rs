@@ -87,7 +87,8 @@ impl Reply {
         keep_alive: bool,
         head_only: bool,
     ) -> std::io::Result<()> {
-        io.write_all(&self.encode(minor, keep_alive, head_only)).await?;
+        io.write_all(&self.encode(minor, keep_alive, head_only))
+            .await?;
         io.flush().await
     }
 }

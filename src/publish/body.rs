@@ -40,14 +40,23 @@ pub fn kind(content_type: Option<&str>) -> Option<Kind> {
     }
 }
 
-const FIELDS: [&str; 7] = ["topic", "topics", "data", "event", "user", "retry", "idempotency_key"];
+const FIELDS: [&str; 7] = [
+    "topic",
+    "topics",
+    "data",
+    "event",
+    "user",
+    "retry",
+    "idempotency_key",
+];
 
 /// Parses a whole body into events, in order.
 pub fn parse(kind: Kind, body: &[u8]) -> Result<Vec<NewEvent>, BodyError> {
     let text = std::str::from_utf8(body).map_err(|_| err("body", "expected UTF-8 text"))?;
     match kind {
         Kind::Json => {
-            let v: Value = serde_json::from_str(text).map_err(|e| err("body", format!("invalid JSON: {e}")))?;
+            let v: Value = serde_json::from_str(text)
+                .map_err(|e| err("body", format!("invalid JSON: {e}")))?;
             match v {
                 Value::Object(o) => Ok(vec![event(&o, "")?]),
                 Value::Array(items) => {
@@ -73,11 +82,20 @@ pub fn parse(kind: Kind, body: &[u8]) -> Result<Vec<NewEvent>, BodyError> {
                     continue;
                 }
                 let prefix = format!("line {}: ", i + 1);
-                let v: Value = serde_json::from_str(line)
-                    .map_err(|e| err(prefix.trim_end_matches([':', ' ']), format!("invalid JSON: {e}")))?;
+                let v: Value = serde_json::from_str(line).map_err(|e| {
+                    err(
+                        prefix.trim_end_matches([':', ' ']),
+                        format!("invalid JSON: {e}"),
+                    )
+                })?;
                 match v {
                     Value::Object(o) => out.push(event(&o, &prefix)?),
-                    _ => return Err(err(prefix.trim_end_matches([':', ' ']), "expected an event object")),
+                    _ => {
+                        return Err(err(
+                            prefix.trim_end_matches([':', ' ']),
+                            "expected an event object",
+                        ))
+                    }
                 }
             }
             if out.is_empty() {
@@ -100,7 +118,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err("expected 1 to 64 characters".into());
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
         return Err("expected letters, digits and ._:- only".into());
     }
     if name.starts_with("sidecast.") {
@@ -112,7 +133,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
 fn event(o: &Map<String, Value>, p: &str) -> Result<NewEvent, BodyError> {
     let f = |name: &str| format!("{p}{name}");
     if let Some(unknown) = o.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(err(&f(unknown), format!("unknown field (known: {})", FIELDS.join(", "))));
+        return Err(err(
+            &f(unknown),
+            format!("unknown field (known: {})", FIELDS.join(", ")),
+        ));
     }
     let topics = match (o.get("topic"), o.get("topics")) {
         (Some(_), Some(_)) => return Err(err(&f("topics"), "give topic or topics, not both")),
@@ -131,7 +155,12 @@ fn event(o: &Map<String, Value>, p: &str) -> Result<NewEvent, BodyError> {
             out
         }
         (None, Some(_)) => return Err(err(&f("topics"), "expected an array of topic names")),
-        (None, None) => return Err(err(&f("topic"), "required: the topic (or topics) to publish to")),
+        (None, None) => {
+            return Err(err(
+                &f("topic"),
+                "required: the topic (or topics) to publish to",
+            ))
+        }
     };
     let data = match o.get("data") {
         None => return Err(err(&f("data"), "required: a string, or any JSON value")),
@@ -149,20 +178,31 @@ fn event(o: &Map<String, Value>, p: &str) -> Result<NewEvent, BodyError> {
     let user = match o.get("user") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 1024 => Some(s.clone()),
-        Some(_) => return Err(err(&f("user"), "expected a non-empty string of at most 1024 bytes")),
+        Some(_) => {
+            return Err(err(
+                &f("user"),
+                "expected a non-empty string of at most 1024 bytes",
+            ))
+        }
     };
     let retry = match o.get("retry") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .filter(|n| *n <= 86_400_000)
-                .ok_or_else(|| err(&f("retry"), "expected milliseconds, a whole number from 0 to 86400000"))?,
-        ),
+        Some(v) => Some(v.as_u64().filter(|n| *n <= 86_400_000).ok_or_else(|| {
+            err(
+                &f("retry"),
+                "expected milliseconds, a whole number from 0 to 86400000",
+            )
+        })?),
     };
     let idempotency_key = match o.get("idempotency_key") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => Some(s.clone()),
-        Some(_) => return Err(err(&f("idempotency_key"), "expected a string of 1 to 128 bytes")),
+        Some(_) => {
+            return Err(err(
+                &f("idempotency_key"),
+                "expected a string of 1 to 128 bytes",
+            ))
+        }
     };
     Ok(NewEvent {
         topics,
@@ -180,15 +220,31 @@ mod tests {
 
     #[test]
     fn fields_named() {
-        let e = parse(Kind::Json, br#"[{"topic":"a","data":1},{"topic":"b c","data":"x"}]"#).unwrap_err();
+        let e = parse(
+            Kind::Json,
+            br#"[{"topic":"a","data":1},{"topic":"b c","data":"x"}]"#,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "[1].topic");
         let e = parse(Kind::Json, br#"{"topic":"a"}"#).unwrap_err();
         assert_eq!(e.field, "data");
-        let e = parse(Kind::Json, br#"{"topic":"a","data":"x","event":"sidecast.reset"}"#).unwrap_err();
+        let e = parse(
+            Kind::Json,
+            br#"{"topic":"a","data":"x","event":"sidecast.reset"}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "event");
-        let e = parse(Kind::Ndjson, b"{\"topic\":\"a\",\"data\":1}\n{\"topic\":\"a\"}\n").unwrap_err();
+        let e = parse(
+            Kind::Ndjson,
+            b"{\"topic\":\"a\",\"data\":1}\n{\"topic\":\"a\"}\n",
+        )
+        .unwrap_err();
         assert_eq!(e.field, "line 2: data");
-        let ok = parse(Kind::Json, br#"{"topics":["a","b","a"],"data":{"x":[1, 2]},"event":"n.1","retry":5}"#).unwrap();
+        let ok = parse(
+            Kind::Json,
+            br#"{"topics":["a","b","a"],"data":{"x":[1, 2]},"event":"n.1","retry":5}"#,
+        )
+        .unwrap();
         assert_eq!(ok[0].topics.len(), 2);
         assert_eq!(ok[0].data, r#"{"x":[1,2]}"#);
     }

@@ -41,7 +41,8 @@ impl Dedupe {
         if window.is_zero() {
             return;
         }
-        self.order.push_back((Instant::now() + window, false, key.clone()));
+        self.order
+            .push_back((Instant::now() + window, false, key.clone()));
         self.events.insert(key, id);
     }
 
@@ -49,7 +50,8 @@ impl Dedupe {
         if window.is_zero() {
             return;
         }
-        self.order.push_back((Instant::now() + window, true, key.clone()));
+        self.order
+            .push_back((Instant::now() + window, true, key.clone()));
         self.requests.insert(key, ids);
     }
 }

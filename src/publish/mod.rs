@@ -74,10 +74,22 @@ impl Publisher {
         let allowed = match path.as_str() {
             "/publish" | "/disconnect" => Method::POST,
             p if p == "/topics" || p.starts_with("/topics/") => Method::GET,
-            _ => return error(404, "not_found", None, "no such endpoint: /publish, /disconnect, /topics, /topics/NAME"),
+            _ => {
+                return error(
+                    404,
+                    "not_found",
+                    None,
+                    "no such endpoint: /publish, /disconnect, /topics, /topics/NAME",
+                )
+            }
         };
         if method != allowed {
-            let mut r = error(405, "method_not_allowed", None, &format!("{path} takes {allowed}"));
+            let mut r = error(
+                405,
+                "method_not_allowed",
+                None,
+                &format!("{path} takes {allowed}"),
+            );
             if let Ok(v) = http::HeaderValue::from_str(allowed.as_str()) {
                 r.headers_mut().insert("Allow", v);
             }
@@ -95,6 +107,7 @@ impl Publisher {
         }
     }
 
+    #[allow(clippy::result_large_err)]
     fn authorize(&self, req: &Request<Incoming>) -> Result<Caller, Resp> {
         let rt = self.shared.runtime();
         let p = &rt.config.publish;
@@ -104,13 +117,23 @@ impl Publisher {
         let unauthorized = |m: &str| {
             self.shared.metrics.auth_failure("publish");
             let mut r = error(401, "unauthorized", Some("authorization"), m);
-            r.headers_mut().insert("WWW-Authenticate", http::HeaderValue::from_static("Bearer"));
+            r.headers_mut()
+                .insert("WWW-Authenticate", http::HeaderValue::from_static("Bearer"));
             r
         };
-        let Some(value) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) else {
-            return Err(unauthorized("this listener requires Authorization: Bearer <publish token or JWT>"));
+        let Some(value) = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Err(unauthorized(
+                "this listener requires Authorization: Bearer <publish token or JWT>",
+            ));
         };
-        let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else {
+        let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        else {
             return Err(unauthorized("expected Authorization: Bearer <token>"));
         };
         let token = token.trim();
@@ -123,25 +146,56 @@ impl Publisher {
         match rt.verifier().verify(token) {
             Ok(v) => match grants_claim(&v.claims, "publish") {
                 Ok(g) if !g.is_empty() => Ok(Some(g)),
-                _ => Err(unauthorized("the token has no publish claim listing topic patterns")),
+                _ => Err(unauthorized(
+                    "the token has no publish claim listing topic patterns",
+                )),
             },
-            Err(_) => Err(unauthorized("the bearer token is neither the publish token nor a valid JWT")),
+            Err(_) => Err(unauthorized(
+                "the bearer token is neither the publish token nor a valid JWT",
+            )),
         }
     }
 
+    #[allow(clippy::result_large_err)]
     async fn read_body(&self, req: Request<Incoming>) -> Result<(Option<String>, Bytes), Resp> {
         let max = self.shared.runtime().config.publish.max_body_bytes;
-        let too_large = || error(413, "too_large", Some("body"), &format!("the body is larger than max_body_bytes ({max})"));
-        if let Some(len) = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+        let too_large = || {
+            error(
+                413,
+                "too_large",
+                Some("body"),
+                &format!("the body is larger than max_body_bytes ({max})"),
+            )
+        };
+        if let Some(len) = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             if len > max {
                 return Err(too_large());
             }
         }
-        let ct = req.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let ct = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         match Limited::new(req.into_body(), max).collect().await {
             Ok(b) => Ok((ct, b.to_bytes())),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
-            Err(_) => Err(error(400, "bad_request", Some("body"), "the body could not be read")),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(too_large())
+            }
+            Err(_) => Err(error(
+                400,
+                "bad_request",
+                Some("body"),
+                "the body could not be read",
+            )),
         }
     }
 
@@ -152,7 +206,14 @@ impl Publisher {
             .map(|v| v.to_str().map(str::to_owned));
         let request_key = match request_key {
             Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Some(k),
-            Some(_) => return error(400, "bad_request", Some("Idempotency-Key"), "expected 1 to 128 bytes of text"),
+            Some(_) => {
+                return error(
+                    400,
+                    "bad_request",
+                    Some("Idempotency-Key"),
+                    "expected 1 to 128 bytes of text",
+                )
+            }
             None => None,
         };
         let (ct, bytes) = match self.read_body(req).await {
@@ -160,16 +221,28 @@ impl Publisher {
             Err(r) => return r,
         };
         let Some(kind) = body::kind(ct.as_deref()) else {
-            return error(415, "unsupported_media_type", Some("Content-Type"), "expected application/json or application/x-ndjson");
+            return error(
+                415,
+                "unsupported_media_type",
+                Some("Content-Type"),
+                "expected application/json or application/x-ndjson",
+            );
         };
         let events = match body::parse(kind, &bytes) {
             Ok(e) => e,
-            Err(BodyError { field, message }) => return error(400, "bad_request", Some(&field), &message),
+            Err(BodyError { field, message }) => {
+                return error(400, "bad_request", Some(&field), &message)
+            }
         };
         if let Some(grants) = &caller {
             for (i, e) in events.iter().enumerate() {
                 if let Some(t) = e.topics.iter().find(|t| !granted(grants, t)) {
-                    return error(403, "forbidden", Some(&format!("[{i}].topic")), &format!("the token does not grant publishing to {t}"));
+                    return error(
+                        403,
+                        "forbidden",
+                        Some(&format!("[{i}].topic")),
+                        &format!("the token does not grant publishing to {t}"),
+                    );
                 }
             }
         }
@@ -218,20 +291,54 @@ impl Publisher {
             Err(r) => return r,
         };
         if body::kind(ct.as_deref()) != Some(body::Kind::Json) {
-            return error(415, "unsupported_media_type", Some("Content-Type"), "expected application/json");
+            return error(
+                415,
+                "unsupported_media_type",
+                Some("Content-Type"),
+                "expected application/json",
+            );
         }
         let v: Value = match serde_json::from_slice(&bytes) {
             Ok(Value::Object(o)) => Value::Object(o),
-            Ok(_) => return error(400, "bad_request", Some("body"), "expected an object such as {\"user\": \"alice\"}"),
-            Err(e) => return error(400, "bad_request", Some("body"), &format!("invalid JSON: {e}")),
+            Ok(_) => {
+                return error(
+                    400,
+                    "bad_request",
+                    Some("body"),
+                    "expected an object such as {\"user\": \"alice\"}",
+                )
+            }
+            Err(e) => {
+                return error(
+                    400,
+                    "bad_request",
+                    Some("body"),
+                    &format!("invalid JSON: {e}"),
+                )
+            }
         };
-        if let Some(k) = v.as_object().and_then(|o| o.keys().find(|k| !["user", "topic", "reason", "reconnect"].contains(&k.as_str()))) {
-            return error(400, "bad_request", Some(k), "unknown field (known: user, topic, reason, reconnect)");
+        if let Some(k) = v.as_object().and_then(|o| {
+            o.keys()
+                .find(|k| !["user", "topic", "reason", "reconnect"].contains(&k.as_str()))
+        }) {
+            return error(
+                400,
+                "bad_request",
+                Some(k),
+                "unknown field (known: user, topic, reason, reconnect)",
+            );
         }
         let user = match v.get("user") {
             None => None,
             Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(_) => return error(400, "bad_request", Some("user"), "expected a non-empty string"),
+            Some(_) => {
+                return error(
+                    400,
+                    "bad_request",
+                    Some("user"),
+                    "expected a non-empty string",
+                )
+            }
         };
         let topic = match v.get("topic") {
             None => None,
@@ -242,24 +349,52 @@ impl Publisher {
             Some(_) => return error(400, "bad_request", Some("topic"), "expected a topic name"),
         };
         if user.is_none() && topic.is_none() {
-            return error(400, "bad_request", Some("user"), "give user, topic, or both");
+            return error(
+                400,
+                "bad_request",
+                Some("user"),
+                "give user, topic, or both",
+            );
         }
         let reason = match v.get("reason") {
             None => "disconnected".to_owned(),
             Some(Value::String(s)) if s.len() <= 256 => s.clone(),
-            Some(_) => return error(400, "bad_request", Some("reason"), "expected a string of at most 256 bytes"),
+            Some(_) => {
+                return error(
+                    400,
+                    "bad_request",
+                    Some("reason"),
+                    "expected a string of at most 256 bytes",
+                )
+            }
         };
         let reconnect = match v.get("reconnect") {
             None => true,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return error(400, "bad_request", Some("reconnect"), "expected true or false"),
+            Some(_) => {
+                return error(
+                    400,
+                    "bad_request",
+                    Some("reconnect"),
+                    "expected true or false",
+                )
+            }
         };
         if let (Some(grants), Some(t)) = (&caller, &topic) {
             if !granted(grants, t) {
-                return error(403, "forbidden", Some("topic"), &format!("the token does not grant {t}"));
+                return error(
+                    403,
+                    "forbidden",
+                    Some("topic"),
+                    &format!("the token does not grant {t}"),
+                );
             }
         }
-        let closed = self.shared.hub.disconnect(user.as_deref(), topic.as_ref(), Close::Disconnect { reason, reconnect });
+        let closed = self.shared.hub.disconnect(
+            user.as_deref(),
+            topic.as_ref(),
+            Close::Disconnect { reason, reconnect },
+        );
         json_resp(200, &json!({ "closed": closed }))
     }
 
@@ -281,11 +416,21 @@ impl Publisher {
             Err(e) => return error(400, "bad_request", Some("topic"), &e),
         };
         if caller.as_ref().is_some_and(|g| !granted(g, &topic)) {
-            return error(403, "forbidden", Some("topic"), &format!("the token does not grant {topic}"));
+            return error(
+                403,
+                "forbidden",
+                Some("topic"),
+                &format!("the token does not grant {topic}"),
+            );
         }
         match self.shared.hub.topic_info(&topic) {
             Some(info) => json_resp(200, &serde_json::to_value(info).unwrap_or_default()),
-            None => error(404, "not_found", Some("topic"), &format!("{topic} has neither streams nor history")),
+            None => error(
+                404,
+                "not_found",
+                Some("topic"),
+                &format!("{topic} has neither streams nor history"),
+            ),
         }
     }
 }

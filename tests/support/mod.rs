@@ -1,0 +1,257 @@
+//! Test support: the real `sidecast` binary on free loopback ports, a real
+//! upstream app, a raw HTTP client, an independent SSE parser, and an
+//! eventually-assert. Every wait is bounded.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod jwt;
+pub mod sse;
+pub mod upstream;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The development secret tests sign HS256 tokens with.
+pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+/// How long any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running sidecast with its addresses and its log.
+pub struct Sidecast {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub public: String,
+    pub publish: Option<String>,
+    pub admin: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// A temporary directory removed on drop.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sidecast-test-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A config whose listeners bind port 0 on loopback, auth on with
+/// [`SECRET`], the upstream at `upstream`, and `extra` TOML appended to the
+/// sections (give whole `[section]`s; keys of `[listen]`, `[events]`,
+/// `[auth]` and `[upstream]` can be added through `Opts`).
+pub struct Opts {
+    pub upstream: String,
+    pub listen: String,
+    pub events: String,
+    pub auth: String,
+    pub upstream_extra: String,
+    pub extra: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Opts {
+    pub fn new(upstream: &str) -> Opts {
+        Opts {
+            upstream: upstream.to_owned(),
+            listen: String::new(),
+            events: String::new(),
+            auth: String::new(),
+            upstream_extra: String::new(),
+            extra: String::new(),
+            env: vec![("SIDECAST_JWT_SECRET".into(), SECRET.into())],
+        }
+    }
+
+    pub fn toml(&self) -> String {
+        format!(
+            "[listen]\npublic = \"127.0.0.1:0\"\npublish = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{}\n\
+             [upstream]\nurl = \"{}\"\n{}\n\
+             [events]\n{}\n\
+             [auth]\n{}\n\
+             [shutdown]\ngrace = \"5s\"\n\
+             {}\n",
+            self.listen, self.upstream, self.upstream_extra, self.events, self.auth, self.extra
+        )
+    }
+}
+
+impl Sidecast {
+    /// Starts sidecast with `opts` and waits until it listens.
+    pub fn start(opts: &Opts) -> Sidecast {
+        let dir = temp_dir("sc");
+        let cfg = dir.join("sidecar.toml");
+        std::fs::write(&cfg, opts.toml()).expect("write config");
+        Sidecast::start_file(&cfg, &opts.env)
+    }
+
+    /// Starts sidecast on an existing config file.
+    pub fn start_file(cfg: &Path, env: &[(String, String)]) -> Sidecast {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecast"));
+        cmd.arg("--config")
+            .arg(cfg)
+            .env_remove("RUST_LOG")
+            .env_remove("SIDECAST_JWT_SECRET");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn sidecast");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if line.contains("sidecast listening") {
+                        let _ = tx.send(line.clone());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let line = match rx.recv_timeout(WAIT) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "sidecast did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let field = |name: &str| -> Option<String> {
+            let key = format!("{name}=");
+            let start = line.find(&key)? + key.len();
+            let rest = &line[start..];
+            let end = rest.find(' ').unwrap_or(rest.len());
+            Some(rest[..end].trim_matches('"').to_owned())
+        };
+        let publish = field("publish").filter(|p| p != "off");
+        Sidecast {
+            public: field("public").expect("public addr"),
+            publish,
+            admin: field("admin").expect("admin addr"),
+            child: Some(child),
+            dir: cfg.parent().map(Path::to_path_buf).unwrap_or_default(),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its status code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn publish_url(&self) -> String {
+        self.publish.clone().expect("publish listener")
+    }
+
+    /// Publishes a JSON body; (status, parsed body).
+    pub async fn publish(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = http::request(
+            &self.publish_url(),
+            "POST",
+            "/publish",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+        .await;
+        (r.status, r.json())
+    }
+
+    /// Publishes one event to `topic`; its id.
+    pub async fn publish_one(&self, topic: &str, data: &str) -> String {
+        let (status, body) = self
+            .publish(serde_json::json!({"topic": topic, "data": data}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body["ids"][0].as_str().expect("id").to_owned()
+    }
+
+    /// An HS256 token for `sub` granting `topics`, valid for an hour.
+    pub fn token(&self, sub: &str, topics: &[&str]) -> String {
+        jwt::hs256(
+            SECRET.as_bytes(),
+            &serde_json::json!({"sub": sub, "topics": topics, "exp": jwt::now() + 3600}),
+        )
+    }
+}
+
+impl Drop for Sidecast {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` until it returns true, or panics after [`WAIT`].
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a program is installed; under `CI=true` a missing one fails the
+/// test instead of skipping it.
+pub fn require(program: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found && std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{program} is required under CI=true but was not found");
+    }
+    if !found {
+        eprintln!("skipping: {program} not installed (run the README's test command)");
+    }
+    found
+}
