@@ -68,10 +68,7 @@ pub fn parse_response(raw: &[u8]) -> Response {
 /// Decodes a chunked body (as much as is complete).
 pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(nl) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(
             std::str::from_utf8(&b[..nl])
                 .unwrap()

@@ -146,10 +146,7 @@ impl Sse {
 
     fn decode(&mut self) {
         if self.chunked {
-            loop {
-                let Some(nl) = self.raw.windows(2).position(|w| w == b"\r\n") else {
-                    break;
-                };
+            while let Some(nl) = self.raw.windows(2).position(|w| w == b"\r\n") {
                 let size = usize::from_str_radix(
                     std::str::from_utf8(&self.raw[..nl]).unwrap_or("0").trim(),
                     16,
