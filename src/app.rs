@@ -96,10 +96,24 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(Runtime::new(Arc::new(config), &[])),
         hub,
-        metrics,
+        metrics: metrics.clone(),
         lifecycle: Lifecycle::default(),
         max_streams,
+        forward: crate::auth::forward::ForwardAuth::new(metrics.clone()),
+        jwks: crate::auth::jwks::Jwks::new(),
     });
+    if let Some(url) = shared.runtime().config.auth.jwks_url.clone() {
+        let keys = shared
+            .jwks
+            .fetch(&url)
+            .await
+            .map_err(|e| anyhow::anyhow!("auth.jwks_url: the first fetch failed: {e}"))?;
+        tracing::info!(keys = keys.len(), "JWKS fetched");
+        shared
+            .runtime
+            .rcu(|rt| Arc::new(Runtime::new(rt.config.clone(), &keys)));
+        tokio::spawn(crate::auth::jwks::refresh_loop(shared.clone()));
+    }
 
     let public = bind_tcp(listen.public, "listen.public")?;
     let admin = bind_tcp(listen.admin, "listen.admin")?;
@@ -164,6 +178,21 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         });
     }
     tokio::spawn(crate::reload::watch(shared.clone(), levels));
+    {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let rt = s.runtime();
+                if rt.config.auth.mode == crate::config::AuthMode::Forward {
+                    s.forward
+                        .recheck_due(&rt.config.auth, &rt.config.upstream.target)
+                        .await;
+                }
+            }
+        });
+    }
     shared.lifecycle.set_ready(true);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -49,14 +49,8 @@ pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
             "[listen] changed: listen settings apply at the next restart; ignored until then"
         );
     }
-    let fetched: Vec<_> = old
-        .keys
-        .iter()
-        .filter(|k| !old.config.auth.keys.iter().any(|c| c.id == k.id))
-        .cloned()
-        .collect();
     let max = shared.max_streams;
-    let rt = Runtime::new(Arc::new(config), &fetched);
+    let rt = Runtime::new(Arc::new(config), &old.fetched);
     shared
         .hub
         .set_limits(crate::events::hub::Limits::new(&rt.config, max));

@@ -20,6 +20,8 @@ pub struct Runtime {
     pub routes: RouteTable,
     /// The configuration's keys plus those fetched from `jwks_url`.
     pub keys: Vec<Key>,
+    /// The keys fetched from `jwks_url` (kept across reloads).
+    pub fetched: Vec<Key>,
     pub algorithms: Vec<Algorithm>,
 }
 
@@ -36,6 +38,7 @@ impl Runtime {
             routes: RouteTable::new(&config),
             config,
             keys,
+            fetched: fetched.to_vec(),
             algorithms,
         }
     }
@@ -98,6 +101,10 @@ pub struct Shared {
     pub lifecycle: Lifecycle,
     /// The stream limit in force (`max_streams`, resolved).
     pub max_streams: usize,
+    /// Forward auth's client, cache and recheck registry.
+    pub forward: crate::auth::forward::ForwardAuth,
+    /// The JWKS-URL client (used only when `jwks_url` is set).
+    pub jwks: crate::auth::jwks::Jwks,
 }
 
 impl Shared {

@@ -1,6 +1,8 @@
 //! Who a subscriber is and what it may read: tokens from a request, JWT
 //! verification, grants. Forward auth (asking the app) lives in `forward`.
 
+pub mod forward;
+pub mod jwks;
 pub mod jwt;
 pub mod keys;
 

@@ -16,6 +16,8 @@ use crate::topic::Topic;
 /// A request that may open a stream or a poll.
 pub struct Asked {
     pub topics: Vec<Topic>,
+    /// Forward auth: what to ask the app again on recheck.
+    pub forward: Option<crate::auth::forward::Creds>,
     pub principal: Principal,
     pub start: Start,
     pub poll: bool,
@@ -107,10 +109,28 @@ pub async fn resolve(
     params: &[(&str, &str)],
     rt: &Runtime,
     shared: &Shared,
+    peer: Option<std::net::IpAddr>,
 ) -> Result<Asked, Result<Reply, Denied>> {
     let q = query(head);
     let config = &rt.config;
-    let principal = authenticate(head, rt).await.map_err(Err)?;
+    // The topics known before the subscriber's identity (forward auth
+    // tells the app which topics are asked for).
+    let known: Vec<Topic> = match route {
+        Some(i) => rt.routes.events[i]
+            .topics
+            .iter()
+            .filter(|t| !t.uses_claims())
+            .filter_map(|t| t.build(params, None, &|_| None).ok())
+            .collect(),
+        None => q
+            .topics
+            .iter()
+            .filter_map(|t| Topic::parse(t).ok())
+            .collect(),
+    };
+    let (principal, forward) = authenticate(head, rt, shared, peer, &known)
+        .await
+        .map_err(Err)?;
     let (topics, label, needs_grant) = match route {
         Some(i) => {
             let r = &rt.routes.events[i];
@@ -195,8 +215,8 @@ pub async fn resolve(
         },
         (None, None) => Start::New,
     };
-    let _ = shared;
     Ok(Asked {
+        forward,
         poll: wants_poll(head, &q),
         topics,
         principal,
@@ -205,10 +225,18 @@ pub async fn resolve(
     })
 }
 
-async fn authenticate(head: &Head, rt: &Runtime) -> Result<Principal, Denied> {
+type Forwarded = Option<crate::auth::forward::Creds>;
+
+async fn authenticate(
+    head: &Head,
+    rt: &Runtime,
+    shared: &Shared,
+    peer: Option<std::net::IpAddr>,
+    known: &[Topic],
+) -> Result<(Principal, Forwarded), Denied> {
     let auth = &rt.config.auth;
     if !auth.required {
-        return Ok(Principal::default());
+        return Ok((Principal::default(), None));
     }
     match auth.mode {
         AuthMode::Jwt => {
@@ -221,10 +249,30 @@ async fn authenticate(head: &Head, rt: &Runtime) -> Result<Principal, Denied> {
                     ),
                 });
             };
-            rt.verifier().principal(&token)
+            match rt.verifier().principal(&token) {
+                Err(d) if crate::auth::jwt::is_unknown_kid(&d) && auth.jwks_url.is_some() => {
+                    // The provider may have rotated its keys: refetch (at
+                    // most once a minute) and try once more.
+                    if shared.jwks.on_unknown_kid(shared).await {
+                        shared
+                            .runtime()
+                            .verifier()
+                            .principal(&token)
+                            .map(|p| (p, None))
+                    } else {
+                        Err(d)
+                    }
+                }
+                other => other.map(|p| (p, None)),
+            }
         }
-        AuthMode::Forward => Err(Denied::Unavailable(
-            "forward auth is not available in this build".into(),
-        )),
+        AuthMode::Forward => {
+            let creds = crate::auth::forward::Creds::new(head, auth, peer, known);
+            let p = shared
+                .forward
+                .authorize(&creds, auth, &rt.config.upstream.target)
+                .await?;
+            Ok((p, Some(creds)))
+        }
     }
 }

@@ -114,6 +114,7 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
     route: Option<usize>,
     params: Vec<(String, String)>,
     shared: &Arc<Shared>,
+    peer: std::net::SocketAddr,
 ) -> After {
     let rt = shared.runtime();
     let origin = cors(&head, &rt);
@@ -138,7 +139,7 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let asked = match resolve(&head, route, &params_ref, &rt, shared).await {
+    let asked = match resolve(&head, route, &params_ref, &rt, shared, Some(peer.ip())).await {
         Ok(a) => a,
         Err(Ok(r)) => return reply(io, &head, with_cors(r, &origin)).await,
         Err(Err(Denied::Unavailable(reason))) => {
@@ -205,6 +206,11 @@ async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     drop(head);
+    if let Some(creds) = asked.forward {
+        shared
+            .forward
+            .register(&handle, creds, rt.config.auth.forward_recheck);
+    }
     let first = first_frames(minor, &origin, rt, &opening, shared, is_chunked);
     drop(opening);
     let gauge = shared

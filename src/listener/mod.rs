@@ -178,7 +178,7 @@ async fn serve_one<C: Conn>(
         if buf.is_empty() {
             *buf = Vec::new();
         }
-        return match serve_events(&mut io, head, index, params, shared).await {
+        return match serve_events(&mut io, head, index, params, shared, peer).await {
             After::KeepAlive => Some((io.into_l4(&std::mem::take(buf)), settings)),
             After::Close => None,
         };
