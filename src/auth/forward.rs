@@ -86,6 +86,9 @@ pub enum Outcome {
     Unavailable(String),
 }
 
+/// Answers with their expiry, and the order they came in (for eviction).
+type Cache = (HashMap<Vec<u8>, (Outcome, Instant)>, VecDeque<Vec<u8>>);
+
 struct Registered {
     stream: Weak<StreamHandle>,
     creds: Creds,
@@ -95,7 +98,7 @@ struct Registered {
 /// Forward auth's client, cache and recheck registry.
 pub struct ForwardAuth {
     client: Client<HttpConnector, Empty<Bytes>>,
-    cache: Mutex<(HashMap<Vec<u8>, (Outcome, Instant)>, VecDeque<Vec<u8>>)>,
+    cache: Mutex<Cache>,
     inflight: Mutex<HashMap<Vec<u8>, Arc<OnceCell<Outcome>>>>,
     streams: Mutex<Vec<Registered>>,
     metrics: Arc<Metrics>,
