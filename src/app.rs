@@ -93,6 +93,19 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let hub = Arc::new(Hub::new(Limits::new(&config, max_streams), metrics.clone()));
     let listen = config.listen.clone();
+    let cluster = match &config.cluster.redis {
+        Some(url) => Some(
+            crate::cluster::Cluster::new(
+                url,
+                hub.clone(),
+                metrics.clone(),
+                config.cluster.wait_replicas,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+        ),
+        None => None,
+    };
+    let startup_timeout = config.cluster.startup_timeout;
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(Runtime::new(Arc::new(config), &[])),
         hub,
@@ -101,6 +114,7 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         max_streams,
         forward: crate::auth::forward::ForwardAuth::new(metrics.clone()),
         jwks: crate::auth::jwks::Jwks::new(),
+        cluster: cluster.clone(),
     });
     if let Some(url) = shared.runtime().config.auth.jwks_url.clone() {
         let keys = shared
@@ -192,6 +206,19 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
                 }
             }
         });
+    }
+    if let Some(c) = cluster {
+        // Not ready until local history is filled from Redis, or
+        // startup_timeout has passed.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(c.clone().run(tx));
+        tokio::spawn(c.control_loop());
+        if tokio::time::timeout(startup_timeout, rx).await.is_err() {
+            tracing::warn!(
+                ?startup_timeout,
+                "history not loaded from Redis yet; serving anyway"
+            );
+        }
     }
     shared.lifecycle.set_ready(true);
 

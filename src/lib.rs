@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod http_server;

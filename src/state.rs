@@ -105,6 +105,8 @@ pub struct Shared {
     pub forward: crate::auth::forward::ForwardAuth,
     /// The JWKS-URL client (used only when `jwks_url` is set).
     pub jwks: crate::auth::jwks::Jwks,
+    /// Cluster mode's link to Redis.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shared {

@@ -524,6 +524,39 @@ impl Hub {
         names.iter().filter_map(|t| self.topic_info(t)).collect()
     }
 
+    /// Cluster mode: starts `epoch` (a new Redis data set) with an empty
+    /// history; a client holding an id of the old epoch gets a reset.
+    pub fn ingest_epoch(&self, epoch: &str) {
+        let mut s = self.lock();
+        if &*s.epoch == epoch {
+            return;
+        }
+        s.epoch = epoch.into();
+        s.last_seq = 0;
+        s.forgotten = 0;
+        s.fifo.clear();
+        s.bytes = 0;
+        for t in s.topics.values_mut() {
+            for e in t.ring.drain(..) {
+                e.rings.store(0, Ordering::Relaxed);
+            }
+            t.evicted = 0;
+        }
+    }
+
+    /// Cluster mode: delivers an event read from the log with the seq Redis
+    /// gave it; a seq not after the newest is a duplicate and skipped.
+    pub fn ingest(&self, epoch: &str, seq: u64, new: &NewEvent) {
+        let mut s = self.lock();
+        if &*s.epoch != epoch || seq <= s.last_seq {
+            return;
+        }
+        let id = format_id(epoch, seq);
+        let ev = Arc::new(Event::new(seq, &id, new));
+        s.deliver(ev, &self.metrics);
+        self.metrics.events_published.inc();
+    }
+
     /// Bytes of history held (tests and `/metrics`).
     pub fn history_bytes(&self) -> u64 {
         self.lock().bytes

@@ -48,6 +48,19 @@ fn error(status: u16, code: &str, field: Option<&str>, message: &str) -> Resp {
     json_resp(status, &v)
 }
 
+/// `503` when cluster mode cannot reach Redis: never a silent drop.
+fn unavailable(e: &crate::cluster::Unavailable) -> Resp {
+    let mut r = error(
+        503,
+        "cluster_unavailable",
+        None,
+        &format!("{e}; nothing was published, retry later"),
+    );
+    r.headers_mut()
+        .insert("Retry-After", http::HeaderValue::from_static("1"));
+    r
+}
+
 /// Who may call: `Ok(None)` for anyone or the static token, `Ok(Some)` for a
 /// JWT and its `publish` grants.
 type Caller = Option<Vec<Pattern>>;
@@ -103,7 +116,7 @@ impl Publisher {
             "/publish" => self.publish(req, caller).await,
             "/disconnect" => self.disconnect(req, caller).await,
             "/topics" => self.topics(caller),
-            _ => self.topic(&path["/topics/".len()..], caller),
+            _ => self.topic(&path["/topics/".len()..], caller).await,
         }
     }
 
@@ -245,6 +258,16 @@ impl Publisher {
                     );
                 }
             }
+        }
+        if let Some(cluster) = &self.shared.cluster {
+            let window = self.shared.runtime().config.publish.dedupe_window;
+            return match cluster
+                .publish(&events, request_key.as_deref(), window)
+                .await
+            {
+                Ok(ids) => json_resp(202, &json!({ "ids": ids })),
+                Err(e) => unavailable(&e),
+            };
         }
         let ids = self.accept(events, request_key);
         json_resp(202, &json!({ "ids": ids }))
@@ -390,6 +413,15 @@ impl Publisher {
                 );
             }
         }
+        if let Some(cluster) = &self.shared.cluster {
+            return match cluster
+                .disconnect(user.as_deref(), topic.as_ref(), &reason, reconnect)
+                .await
+            {
+                Ok(closed) => json_resp(200, &json!({ "closed": closed })),
+                Err(e) => unavailable(&e),
+            };
+        }
         let closed = self.shared.hub.disconnect(
             user.as_deref(),
             topic.as_ref(),
@@ -409,7 +441,7 @@ impl Publisher {
         json_resp(200, &json!({ "topics": list }))
     }
 
-    fn topic(&self, raw: &str, caller: Caller) -> Resp {
+    async fn topic(&self, raw: &str, caller: Caller) -> Resp {
         let name = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
         let topic = match Topic::parse(&name) {
             Ok(t) => t,
@@ -423,14 +455,30 @@ impl Publisher {
                 &format!("the token does not grant {topic}"),
             );
         }
-        match self.shared.hub.topic_info(&topic) {
-            Some(info) => json_resp(200, &serde_json::to_value(info).unwrap_or_default()),
-            None => error(
+        let info = self.shared.hub.topic_info(&topic);
+        let mut body = match &info {
+            Some(info) => serde_json::to_value(info).unwrap_or_default(),
+            None => json!({"topic": topic, "streams": 0, "last_id": null, "held": 0}),
+        };
+        let mut known = info.is_some();
+        if let Some(cluster) = &self.shared.cluster {
+            match cluster.cluster_streams(&topic).await {
+                Ok(n) => {
+                    known |= n > 0;
+                    body["cluster_streams"] = json!(n);
+                }
+                Err(e) => return unavailable(&e),
+            }
+        }
+        if known {
+            json_resp(200, &body)
+        } else {
+            error(
                 404,
                 "not_found",
                 Some("topic"),
                 &format!("{topic} has neither streams nor history"),
-            ),
+            )
         }
     }
 }
