@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod jwt;
+pub mod redis;
 pub mod sse;
 pub mod upstream;
 

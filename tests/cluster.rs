@@ -1,0 +1,325 @@
+//! Cluster mode with a real redis-server and three sidecast processes.
+mod support;
+
+use serde_json::json;
+use support::redis::Redis;
+use support::sse::Sse;
+use support::upstream::Upstream;
+use support::{eventually, http, Opts, Sidecast};
+
+fn replica(up: &Upstream, redis: &Redis) -> Sidecast {
+    let mut o = Opts::new(&up.url());
+    o.extra = format!(
+        "[cluster]\nredis = \"{}\"\nstartup_timeout = \"5s\"\n",
+        redis.url()
+    );
+    Sidecast::start(&o)
+}
+
+async fn ready(sc: &Sidecast) -> serde_json::Value {
+    http::request(&sc.admin, "GET", "/readyz", &[], b"")
+        .await
+        .json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_every_replica_and_replay_anywhere() {
+    if !support::require("redis-server") {
+        return;
+    }
+    let redis = Redis::start(false);
+    let up = Upstream::start("app").await;
+    let (a, b, c) = (
+        replica(&up, &redis),
+        replica(&up, &redis),
+        replica(&up, &redis),
+    );
+    for sc in [&a, &b, &c] {
+        let sc_admin = sc.admin.clone();
+        eventually("replica connected to Redis", || {
+            let admin = sc_admin.clone();
+            async move {
+                http::request(&admin, "GET", "/readyz", &[], b"")
+                    .await
+                    .json()["cluster"]
+                    == "connected"
+            }
+        })
+        .await;
+    }
+    let alice = a.token("alice", &["room/**"]);
+    let mut on_b = Sse::open_token(&b.public, "/events?topic=room/1", &alice).await;
+    let mut on_c = Sse::open_token(&c.public, "/events?topic=room/1", &alice).await;
+    let mut on_a = Sse::open_token(&a.public, "/events?topic=room/1", &alice).await;
+    for s in [&mut on_a, &mut on_b, &mut on_c] {
+        assert_eq!(s.next_block(support::WAIT).await.unwrap().retry, Some(3000));
+    }
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(a.publish_one("room/1", &format!("e{i}")).await);
+    }
+    for s in [&mut on_b, &mut on_c, &mut on_a] {
+        let got = s.events(5).await;
+        let got_ids: Vec<_> = got.iter().map(|e| e.id.clone().unwrap()).collect();
+        assert_eq!(got_ids, ids, "same ids, same order on every replica");
+    }
+    // The subscriber on A goes away; events follow; it comes back on C.
+    let last_seen = ids.last().unwrap().clone();
+    drop(on_a);
+    let mut missed = Vec::new();
+    for i in 5..9 {
+        missed.push(b.publish_one("room/1", &format!("e{i}")).await);
+    }
+    let auth = format!("Bearer {alice}");
+    let mut back = Sse::open(
+        &c.public,
+        "/events?topic=room/1",
+        &[("Authorization", &auth), ("Last-Event-ID", &last_seen)],
+    )
+    .await;
+    assert_eq!(
+        back.next_block(support::WAIT).await.unwrap().retry,
+        Some(3000)
+    );
+    let replayed: Vec<_> = back
+        .events(4)
+        .await
+        .into_iter()
+        .map(|e| e.id.unwrap())
+        .collect();
+    assert_eq!(
+        replayed, missed,
+        "exactly the missed events, from another replica"
+    );
+    let live = a.publish_one("room/1", "live").await;
+    assert_eq!(back.next_event().await.unwrap().id.unwrap(), live);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_targeting_grants_disconnect_and_counts_across_replicas() {
+    if !support::require("redis-server") {
+        return;
+    }
+    let redis = Redis::start(false);
+    let up = Upstream::start("app").await;
+    let (a, b) = (replica(&up, &redis), replica(&up, &redis));
+    for sc in [&a, &b] {
+        let admin = sc.admin.clone();
+        eventually("connected", || {
+            let admin = admin.clone();
+            async move {
+                http::request(&admin, "GET", "/readyz", &[], b"")
+                    .await
+                    .json()["cluster"]
+                    == "connected"
+            }
+        })
+        .await;
+    }
+    let alice = a.token("alice", &["inbox"]);
+    let bob = a.token("bob", &["inbox"]);
+    let mut al = Sse::open_token(&b.public, "/events?topic=inbox", &alice).await;
+    let mut bo = Sse::open_token(&a.public, "/events?topic=inbox", &bob).await;
+    al.next_block(support::WAIT).await.unwrap();
+    bo.next_block(support::WAIT).await.unwrap();
+    // A grant on one replica is checked on every replica alike.
+    let nogrant = a.token("carol", &["other"]);
+    assert_eq!(
+        Sse::open_token(&b.public, "/events?topic=inbox", &nogrant)
+            .await
+            .status(),
+        403
+    );
+
+    let (s, _) = a
+        .publish(json!({"topic": "inbox", "data": "for alice", "user": "alice"}))
+        .await;
+    assert_eq!(s, 202);
+    let all = a.publish_one("inbox", "for all").await;
+    assert_eq!(
+        al.next_event().await.unwrap().data.as_deref(),
+        Some("for alice")
+    );
+    assert_eq!(
+        al.next_event().await.unwrap().id.as_deref(),
+        Some(all.as_str())
+    );
+    let first_for_bob = bo.next_event().await.unwrap();
+    assert_eq!(
+        first_for_bob.id.as_deref(),
+        Some(all.as_str()),
+        "bob never sees alice's event"
+    );
+
+    // Topic counts: this replica's streams and the cluster's.
+    let info = http::request(&a.publish_url(), "GET", "/topics/inbox", &[], b"")
+        .await
+        .json();
+    assert_eq!(info["streams"], 1);
+    assert_eq!(info["cluster_streams"], 2);
+
+    // A disconnect on replica A closes alice's stream on replica B.
+    let r = http::request(
+        &a.publish_url(),
+        "POST",
+        "/disconnect",
+        &[("Content-Type", "application/json")],
+        br#"{"user":"alice","reason":"logout","reconnect":false}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["closed"], 1);
+    let rest = al.until_end(support::WAIT).await;
+    let d = rest
+        .iter()
+        .find(|b| b.event.as_deref() == Some("sidecast.disconnect"))
+        .expect("disconnect event");
+    let data: serde_json::Value = serde_json::from_str(d.data.as_deref().unwrap()).unwrap();
+    assert_eq!(data, json!({"reason": "logout", "reconnect": false}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_refuses_publish_then_resumes_without_loss() {
+    if !support::require("redis-server") {
+        return;
+    }
+    let mut redis = Redis::start(true);
+    let up = Upstream::start("app").await;
+    let a = replica(&up, &redis);
+    let b = replica(&up, &redis);
+    for sc in [&a, &b] {
+        let admin = sc.admin.clone();
+        eventually("connected", || {
+            let admin = admin.clone();
+            async move {
+                http::request(&admin, "GET", "/readyz", &[], b"")
+                    .await
+                    .json()["cluster"]
+                    == "connected"
+            }
+        })
+        .await;
+    }
+    let tok = a.token("u", &["t"]);
+    let mut s = Sse::open_token(&b.public, "/events?topic=t", &tok).await;
+    s.next_block(support::WAIT).await.unwrap();
+    let before = a.publish_one("t", "accepted before the outage").await;
+    assert_eq!(
+        s.next_event().await.unwrap().id.as_deref(),
+        Some(before.as_str())
+    );
+
+    redis.kill();
+    let r = http::request(
+        &a.publish_url(),
+        "POST",
+        "/publish",
+        &[("Content-Type", "application/json")],
+        br#"{"topic":"t","data":"x"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "cluster_unavailable");
+    let admin = a.admin.clone();
+    eventually("readyz shows the cluster disconnected", || {
+        let admin = admin.clone();
+        async move {
+            let r = http::request(&admin, "GET", "/readyz", &[], b"").await;
+            r.status == 200 && r.json()["cluster"] == "disconnected"
+        }
+    })
+    .await;
+    let metrics = http::request(&a.admin, "GET", "/metrics", &[], b"")
+        .await
+        .text();
+    assert!(
+        metrics.contains("sidecast_cluster_connected 0"),
+        "{metrics}"
+    );
+
+    redis.restart();
+    for sc in [&a, &b] {
+        let admin = sc.admin.clone();
+        eventually("reconnected", || {
+            let admin = admin.clone();
+            async move { ready_json(&admin).await["cluster"] == "connected" }
+        })
+        .await;
+    }
+    let after = a.publish_one("t", "after").await;
+    assert_eq!(
+        s.next_event().await.unwrap().id.as_deref(),
+        Some(after.as_str()),
+        "the open stream goes on"
+    );
+    // Nothing accepted before the outage is lost: a fresh replica replays it.
+    let c = replica(&up, &redis);
+    let auth = format!("Bearer {tok}");
+    let mut e = Sse::open(
+        &c.public,
+        "/events?topic=t&lastEventId=earliest",
+        &[("Authorization", &auth)],
+    )
+    .await;
+    e.next_block(support::WAIT).await.unwrap();
+    let got: Vec<_> = e
+        .events(2)
+        .await
+        .into_iter()
+        .map(|x| x.id.unwrap())
+        .collect();
+    assert_eq!(got, vec![before, after]);
+}
+
+async fn ready_json(admin: &str) -> serde_json::Value {
+    http::request(admin, "GET", "/readyz", &[], b"")
+        .await
+        .json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_data_loss_gives_a_reset_not_a_wrong_replay() {
+    if !support::require("redis-server") {
+        return;
+    }
+    let mut redis = Redis::start(false);
+    let up = Upstream::start("app").await;
+    let a = replica(&up, &redis);
+    eventually("connected", || async {
+        ready(&a).await["cluster"] == "connected"
+    })
+    .await;
+    let old = a.publish_one("t", "before the loss").await;
+    redis.restart(); // no persistence: the data set is gone
+    eventually("reconnected", || async {
+        ready(&a).await["cluster"] == "connected"
+    })
+    .await;
+    let newer = a.publish_one("t", "new data set").await;
+    assert_ne!(
+        old.rsplit_once('-').unwrap().0,
+        newer.rsplit_once('-').unwrap().0,
+        "a new epoch"
+    );
+    let tok = a.token("u", &["t"]);
+    let auth = format!("Bearer {tok}");
+    let mut s = Sse::open(
+        &a.public,
+        "/events?topic=t",
+        &[("Authorization", &auth), ("Last-Event-ID", &old)],
+    )
+    .await;
+    let blocks = [
+        s.next_block(support::WAIT).await.unwrap(),
+        s.next_block(support::WAIT).await.unwrap(),
+    ];
+    let reset = &blocks[1];
+    assert_eq!(reset.event.as_deref(), Some("sidecast.reset"));
+    let data: serde_json::Value = serde_json::from_str(reset.data.as_deref().unwrap()).unwrap();
+    assert_eq!(data["last_event_id"], old);
+    assert_eq!(
+        reset.id.as_deref(),
+        Some(newer.as_str()),
+        "the reset carries the newest id"
+    );
+}
