@@ -6,6 +6,8 @@
 pub mod http;
 pub mod jwt;
 pub mod redis;
+pub mod rsa;
+pub mod session_app;
 pub mod sse;
 pub mod upstream;
 
