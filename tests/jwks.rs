@@ -76,7 +76,7 @@ fn claims(sub: &str) -> serde_json::Value {
 }
 
 async fn status(sc: &Sidecast, token: &str) -> u16 {
-    let mut s = Sse::open_token(&sc.public, "/events?topic=t", token).await;
+    let s = Sse::open_token(&sc.public, "/events?topic=t", token).await;
     let st = s.status();
     drop(s.into_inner());
     st
