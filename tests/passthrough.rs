@@ -268,6 +268,26 @@ async fn slow_headers_are_504_but_a_slow_stream_is_not_cut() {
     assert_eq!(r.head.status, 200, "{}", r.head.raw);
     assert_eq!(r.text(), "chunk 0\nchunk 1\nchunk 2\n");
 
+    // A slow upload is not the upstream being slow: the clock starts once
+    // the request was read whole.
+    let mut c = Conn::connect(&sc.public).await;
+    c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 25\r\n\r\n")
+        .await;
+    for part in ["aaaaa", "bbbbb", "ccccc", "ddddd", "eeeee"] {
+        // Create the condition: the body takes 2.5 s, longer than the timeout.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.send(part.as_bytes()).await;
+    }
+    let r = c.response("POST", WAIT).await;
+    assert_eq!(r.head.status, 200, "{}", r.head.raw);
+    assert_eq!(r.json()["len"], 25);
+    // The 504 is counted and logged like any proxied answer.
+    assert!(
+        sc.log_text().contains("upstream-timeout"),
+        "{}",
+        sc.log_text()
+    );
+
     // An answer just inside the timeout passes.
     let r = request(&sc.public, "GET", "/slow?ms=300", &[], b"").await;
     assert_eq!(r.status, 200);

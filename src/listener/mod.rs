@@ -5,6 +5,7 @@
 
 pub mod head;
 pub mod respond;
+pub mod target;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};

@@ -1,0 +1,154 @@
+//! Proxy routes: a path prefix to another upstream, longest prefix first,
+//! matched at a segment boundary, optionally stripped; events paths take
+//! only GET, HEAD and OPTIONS, so an app's own `POST /events` reaches it.
+mod support;
+
+use support::http::request;
+use support::sse::Sse;
+use support::upstream::Upstream;
+use support::{Opts, Sidecast, WAIT};
+
+struct Setup {
+    app: Upstream,
+    reports: Upstream,
+    archive: Upstream,
+    sc: Sidecast,
+}
+
+async fn setup() -> Setup {
+    let app = Upstream::start("app").await;
+    let reports = Upstream::start("reports").await;
+    let archive = Upstream::start("archive").await;
+    let mut opts = Opts::new(&app.url());
+    opts.extra = format!(
+        "[[routes]]\nprefix = \"/reports\"\nupstream = \"{r}\"\n\
+         [[routes]]\nprefix = \"/reports/archive\"\nupstream = \"{a}\"\n\
+         [[routes]]\nprefix = \"/files/\"\nupstream = \"{r}\"\n\
+         [[routes]]\nprefix = \"/strip\"\nupstream = \"{r}\"\nstrip_prefix = true\n\
+         [[routes]]\nprefix = \"/cut/\"\nupstream = \"{a}\"\nstrip_prefix = true\n\
+         [[routes]]\npath = \"/reports/{{id}}/events\"\ntopics = [\"reports/{{id}}\"]\n",
+        r = reports.url(),
+        a = archive.url(),
+    );
+    let sc = Sidecast::start(&opts);
+    Setup {
+        app,
+        reports,
+        archive,
+        sc,
+    }
+}
+
+/// Which upstream answered `method path`, and the URI it saw.
+async fn who(sc: &Sidecast, method: &str, path: &str) -> (String, String) {
+    let body: &[u8] = if method == "GET" { b"" } else { b"x" };
+    let r = request(&sc.public, method, path, &[], body).await;
+    assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
+    let echo = r.json();
+    (
+        echo["upstream"].as_str().unwrap_or("?").to_owned(),
+        echo["uri"].as_str().unwrap_or("?").to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_pick_the_upstream() {
+    let s = setup().await;
+    for (path, want) in [
+        ("/reports", "reports"),
+        ("/reports/", "reports"),
+        ("/reports/x", "reports"),
+        ("/reports?q=1", "reports"),
+        ("/reportsX", "app"),
+        ("/report", "app"),
+        ("/reports/archive", "archive"),
+        ("/reports/archive/2024/01", "archive"),
+        ("/reports/archiveX", "reports"),
+        ("/files/a.txt", "reports"),
+        ("/files/", "reports"),
+        ("/files", "app"),
+        ("/filesX", "app"),
+        ("/", "app"),
+        ("/other/reports", "app"),
+    ] {
+        for method in ["GET", "POST"] {
+            let (up, uri) = who(&s.sc, method, path).await;
+            assert_eq!(up, want, "{method} {path}");
+            assert_eq!(uri, path, "{method} {path}: the path is sent as it came");
+        }
+    }
+    assert!(s.reports.hits("/reports/x") >= 2);
+    assert_eq!(s.app.hits("/reports/x"), 0);
+    assert_eq!(s.archive.hits("/reports/x"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strip_prefix_always_leaves_a_path() {
+    let s = setup().await;
+    for (path, want_up, want_uri) in [
+        ("/strip/x?q=1", "reports", "/x?q=1"),
+        ("/strip/a/b", "reports", "/a/b"),
+        ("/strip", "reports", "/"),
+        ("/strip?q=1", "reports", "/?q=1"),
+        ("/strip/", "reports", "/"),
+        ("/stripX", "app", "/stripX"),
+        ("/cut/a/b?c=d", "archive", "/a/b?c=d"),
+        ("/cut/", "archive", "/"),
+        ("/cut", "app", "/cut"),
+    ] {
+        let (up, uri) = who(&s.sc, "GET", path).await;
+        assert_eq!((up.as_str(), uri.as_str()), (want_up, want_uri), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_paths_take_only_get_head_and_options() {
+    let s = setup().await;
+    let token = s.sc.token("alice", &["reports/*", "news"]);
+
+    // An events route under a proxy prefix: GET is sidecast's stream.
+    let mut sse = Sse::open_token(&s.sc.public, "/reports/7/events", &token).await;
+    assert_eq!(sse.status(), 200, "{:?}", sse.head.text());
+    assert_eq!(sse.head.header("content-type"), Some("text/event-stream"));
+    sse.next_block(WAIT).await.expect("retry block");
+    let id = s.sc.publish_one("reports/7", "ready").await;
+    let ev = sse.next_event().await.unwrap();
+    assert_eq!(ev.id.as_deref(), Some(id.as_str()));
+    assert_eq!(s.reports.hits("/reports/7/events"), 0);
+
+    // HEAD and OPTIONS stay with sidecast too.
+    let auth = format!("Bearer {token}");
+    let r = request(
+        &s.sc.public,
+        "HEAD",
+        "/reports/7/events",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let r = request(&s.sc.public, "OPTIONS", "/reports/7/events", &[], b"").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(s.reports.hits("/reports/7/events"), 0);
+
+    // Any other method reaches the route's upstream, or the app.
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let (up, uri) = who(&s.sc, method, "/reports/7/events").await;
+        assert_eq!(
+            (up.as_str(), uri.as_str()),
+            ("reports", "/reports/7/events")
+        );
+        let (up, uri) = who(&s.sc, method, "/events?topic=news").await;
+        assert_eq!((up.as_str(), uri.as_str()), ("app", "/events?topic=news"));
+    }
+    assert_eq!(s.reports.hits("/reports/7/events"), 4);
+    assert_eq!(s.app.hits("/events"), 4);
+
+    // `[events] path` is an exact match: what is below it is the app's.
+    let (up, _) = who(&s.sc, "GET", "/events/history").await;
+    assert_eq!(up, "app");
+    // A deeper path than the template is not the events route.
+    let (up, _) = who(&s.sc, "GET", "/reports/7/events/x").await;
+    assert_eq!(up, "reports");
+}
