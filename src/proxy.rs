@@ -46,6 +46,18 @@ pub fn route_label(prefix: Option<&str>) -> Arc<str> {
     Arc::from(prefix.unwrap_or("upstream"))
 }
 
+/// An HTTP/1.0 client cannot read chunked encoding (RFC 9112 §6.1): a
+/// response without a length is sent to it as is and ends by closing.
+/// Returns whether the connection must close after it.
+pub fn frame_for_http10(req_version: http::Version, resp: &mut ResponseHeader) -> bool {
+    if req_version != http::Version::HTTP_10 || !resp.headers.contains_key("transfer-encoding") {
+        return false;
+    }
+    resp.remove_header("transfer-encoding");
+    resp.remove_header("content-length");
+    true
+}
+
 fn class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
@@ -204,6 +216,18 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if frame_for_http10(session.req_header().version, resp) {
+            session.set_keepalive(None);
+        }
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         _s: &mut Session,
@@ -226,7 +250,8 @@ impl ProxyHttp for Proxy {
                 let _ = resp.insert_header("Content-Type", "text/plain; charset=utf-8");
                 let _ = resp.insert_header("Content-Length", body.len().to_string());
                 let _ = resp.insert_header("Sidecast-Error", code);
-                let _ = resp.insert_header("Connection", "close");
+                // pingora writes `Connection` from its keep-alive state.
+                session.set_keepalive(None);
                 let _ = session.write_response_header(Box::new(resp), false).await;
                 let _ = session.write_response_body(Some(body), true).await;
             }
@@ -259,5 +284,24 @@ impl ProxyHttp for Proxy {
             e.map(|e| e.etype().as_str()).unwrap_or(""),
             ctx.sidecast_error.unwrap_or(""),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http10_gets_no_chunks() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("Transfer-Encoding", "chunked").unwrap();
+        assert!(!frame_for_http10(http::Version::HTTP_11, &mut r));
+        assert!(r.headers.contains_key("transfer-encoding"));
+        assert!(frame_for_http10(http::Version::HTTP_10, &mut r));
+        assert!(!r.headers.contains_key("transfer-encoding"));
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("Content-Length", "5").unwrap();
+        assert!(!frame_for_http10(http::Version::HTTP_10, &mut r));
+        assert!(r.headers.contains_key("content-length"));
     }
 }

@@ -226,6 +226,8 @@ async fn upstream_down_is_502_and_events_keep_working() {
         r.head.header("sidecast-error"),
         Some("upstream-unreachable")
     );
+    assert_eq!(r.head.header("connection"), Some("close"), "{}", r.head.raw);
+    assert!(c.closes_within(WAIT).await);
     assert!(!r.body.is_empty() && r.body.len() < 200, "{:?}", r.text());
     assert_no_library_name(&r.head.raw);
 
@@ -253,6 +255,8 @@ async fn slow_headers_are_504_but_a_slow_stream_is_not_cut() {
     let took = started.elapsed();
     assert_eq!(r.head.status, 504, "{}", r.head.raw);
     assert_eq!(r.head.header("sidecast-error"), Some("upstream-timeout"));
+    assert_eq!(r.head.header("connection"), Some("close"), "{}", r.head.raw);
+    assert!(c.closes_within(WAIT).await);
     assert!(!r.body.is_empty() && r.body.len() < 200, "{:?}", r.text());
     assert_no_library_name(&r.head.raw);
     assert!(
@@ -341,6 +345,7 @@ async fn other_upstream_failures_are_502_upstream_error() {
             "{:?}",
             String::from_utf8_lossy(reply)
         );
+        assert_eq!(head.header("connection"), Some("close"), "{}", head.raw);
         assert_no_library_name(&head.raw);
     }
 }
@@ -485,4 +490,49 @@ async fn query_tokens_are_never_logged() {
     let log = sc.log_text();
     assert!(!log.contains("secret-value"), "{log}");
     assert!(!log.contains("other-secret"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_clients_get_unchunked_answers() {
+    let up = Upstream::start("app").await;
+    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let mut c = Conn::connect(&sc.public).await;
+    c.send(b"GET /chunks?n=3&ms=100 HTTP/1.0\r\n\r\n").await;
+    let head = c.head(WAIT).await;
+    assert_eq!(head.status, 200, "{}", head.raw);
+    assert_eq!(head.header("transfer-encoding"), None, "{}", head.raw);
+    let body = c.until_closed(WAIT).await;
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "chunk 0\nchunk 1\nchunk 2\n"
+    );
+    // Kept alive when asked, with a length-delimited answer.
+    let mut c = Conn::connect(&sc.public).await;
+    for _ in 0..2 {
+        c.send(b"GET /ten HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .await;
+        let r = c.response("GET", WAIT).await;
+        assert_eq!(r.head.status, 200, "{}", r.head.raw);
+        assert_eq!(r.json()["uri"], "/ten");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_body_is_sidecasts_400() {
+    let up = Upstream::start("app").await;
+    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let mut c = Conn::connect(&sc.public).await;
+    c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+        .await;
+    let head = c.head(WAIT).await;
+    assert_eq!(head.status, 400, "{}", head.raw);
+    assert_eq!(
+        head.header("sidecast-error"),
+        Some("bad-request"),
+        "{}",
+        head.raw
+    );
+    assert_eq!(head.header("connection"), Some("close"), "{}", head.raw);
+    assert_no_library_name(&head.raw);
+    assert!(c.closes_within(WAIT).await);
 }
