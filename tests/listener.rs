@@ -105,6 +105,24 @@ async fn a_large_head_gets_431() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_too_long_for_http_gets_414() {
+    let (up, sc) = start("max_head_bytes = 262144").await;
+    let mut c = Conn::connect(&sc.public).await;
+    let long = "a".repeat(70_000);
+    c.send(format!("GET /{long} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await;
+    let h = refused(&mut c).await;
+    assert_eq!(h.status, 414, "{}", h.raw);
+    assert!(!h.raw.to_ascii_lowercase().contains("pingora"), "{}", h.raw);
+    // A long header value within max_head_bytes is fine.
+    let mut c = Conn::connect(&sc.public).await;
+    c.send(format!("GET /fine HTTP/1.1\r\nHost: x\r\nX-Long: {long}\r\n\r\n").as_bytes())
+        .await;
+    assert_eq!(c.response("GET", WAIT).await.head.status, 200);
+    assert_eq!(up.hits("/fine"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_or_malformed_heads_get_400_and_close() {
     let (up, sc) = start("").await;
     for (what, raw) in [

@@ -166,7 +166,10 @@ fn fastrand_byte() -> u8 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passes_through() {
     let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let mut opts = Opts::new(&up.url());
+    // A quiet WebSocket is not a late response.
+    opts.upstream_extra = "timeout = \"1s\"".into();
+    let sc = Sidecast::start(&opts);
     let tcp = tokio::net::TcpStream::connect(&sc.public).await.unwrap();
     let url = format!("ws://{}/ws", sc.public);
     let (mut ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, tcp))
@@ -176,6 +179,10 @@ async fn websocket_upgrade_passes_through() {
     assert_eq!(resp.status(), 101);
     use tokio_tungstenite::tungstenite::Message;
     for i in 0..3 {
+        if i == 2 {
+            // Create the condition: silence longer than the timeout.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
         let text = format!("hello {i}");
         ws.send(Message::text(text.clone())).await.unwrap();
         let got = tokio::time::timeout(WAIT, ws.next())

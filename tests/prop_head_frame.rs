@@ -333,3 +333,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn pingora_takes_long_targets_sidecast_passes() {
+    let mut taken = 0;
+    for len in [
+        1000usize, 65_000, 65_532, 65_533, 65_534, 65_600, 70_000, 200_000,
+    ] {
+        let head = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(len - 1));
+        match parse(head.as_bytes(), 1 << 20) {
+            Ok(Some(_)) => {
+                taken += 1;
+                let r = pingora_reader::accepts(head.as_bytes()).map_err(|e| e.len());
+                assert!(
+                    r.is_ok(),
+                    "a target of {len} bytes passed sidecast, not pingora"
+                );
+            }
+            Err(HeadError::TargetTooLong(_)) => assert!(len > 60_000, "{len}"),
+            other => panic!("{len}: {:?}", other.map(|h| h.map(|h| h.len))),
+        }
+    }
+    assert!(taken >= 3);
+}

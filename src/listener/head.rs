@@ -79,6 +79,8 @@ pub enum HeadError {
     TooLarge(usize),
     #[error("malformed request: {0}")]
     Malformed(String),
+    #[error("the request target is longer than {0} bytes")]
+    TargetTooLong(usize),
     #[error("idle connection closed")]
     Idle,
 }
@@ -91,6 +93,7 @@ impl HeadError {
             HeadError::Timeout => Some(408),
             HeadError::TooLarge(_) => Some(431),
             HeadError::Malformed(_) => Some(400),
+            HeadError::TargetTooLong(_) => Some(414),
         }
     }
 }
@@ -177,6 +180,9 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Option<Head>, HeadError> {
     }
     if has_bare_cr(&buf[..len]) {
         return Err(HeadError::Malformed("bare CR in the request head".into()));
+    }
+    if req.path.is_some_and(|t| t.len() > super::target::MAX_LEN) {
+        return Err(HeadError::TargetTooLong(super::target::MAX_LEN));
     }
     let method = req.method.unwrap_or_default().to_owned();
     let target = req.path.unwrap_or_default().to_owned();

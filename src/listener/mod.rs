@@ -153,6 +153,7 @@ async fn serve_one<C: Conn>(
                 let code = match e {
                     HeadError::Timeout => "head_timeout",
                     HeadError::TooLarge(_) => "head_too_large",
+                    HeadError::TargetTooLong(_) => "uri_too_long",
                     _ => "malformed",
                 };
                 let r = Reply::error(status, code, e.to_string()).header("Sidecast-Error", code);

@@ -6,6 +6,9 @@
 
 use pingora::http::RequestHeader;
 
+/// The longest target the `http` crate (and so pingora) takes.
+pub const MAX_LEN: usize = u16::MAX as usize - 2;
+
 /// Checks the request target against the method and `Host`: origin form
 /// (`/path?query`) for every method; `*` for `OPTIONS` only; absolute form
 /// (`http://host/path`) when it names the same authority as `Host`.
