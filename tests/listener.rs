@@ -378,3 +378,30 @@ async fn tokens_in_queries_stay_out_of_the_log() {
     let sig = token.rsplit('.').next().unwrap();
     assert!(!log.contains(sig), "{log}");
 }
+
+/// Pipelining is pingora's default: a proxied request with the next one
+/// pipelined behind it is answered, then the connection closes (the client
+/// sends the next request again); it never hangs or mixes answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_or_closed() {
+    let (up, sc) = start("").await;
+    let mut c = Conn::connect(&sc.public).await;
+    c.send(b"GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let r = c.response("GET", WAIT).await;
+    assert_eq!(r.head.status, 200);
+    assert_eq!(r.json()["uri"], "/p1");
+    if c.closes_within(Duration::from_secs(2)).await && c.pending().is_empty() {
+        assert_eq!(up.hits("/p2"), 0, "answered but not sent");
+    } else {
+        let r = c.response("GET", WAIT).await;
+        assert_eq!(r.json()["uri"], "/p2");
+    }
+    // After an events answer, a pipelined request is kept and answered.
+    let mut c = Conn::connect(&sc.public).await;
+    c.send(b"OPTIONS /events HTTP/1.1\r\nHost: x\r\n\r\nGET /p3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(c.response("OPTIONS", WAIT).await.head.status, 204);
+    let r = c.response("GET", WAIT).await;
+    assert_eq!(r.json()["uri"], "/p3");
+}

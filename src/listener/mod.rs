@@ -195,6 +195,14 @@ async fn serve_one<C: Conn>(
     };
     let label = crate::proxy::route_label(proxy_index.map(|i| rt.routes.proxy[i].prefix.as_str()));
     drop(rt);
+    // Only what a late-headers answer needs outlives the routing (a
+    // WebSocket can be proxied for hours).
+    let Head {
+        method,
+        target,
+        minor,
+        ..
+    } = head;
     let stream = io.into_l4(&std::mem::take(buf));
     let fd = stream.as_raw_fd();
     let mut session = ServerSession::new_http1(stream);
@@ -218,7 +226,15 @@ async fn serve_one<C: Conn>(
         let socket = clone_socket(fd);
         drop(proxied);
         shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
-        late_headers(socket, &head, peer, &label, started, shared).await;
+        late_headers(
+            socket,
+            (&method, &target, minor),
+            peer,
+            &label,
+            started,
+            shared,
+        )
+        .await;
         return None;
     };
     shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -243,13 +259,12 @@ fn clone_socket(fd: RawFd) -> std::io::Result<std::net::TcpStream> {
 /// not come within `[upstream] timeout`, and closes the connection.
 async fn late_headers(
     socket: std::io::Result<std::net::TcpStream>,
-    head: &Head,
+    (method, target, minor): (&str, &str, u8),
     peer: SocketAddr,
     label: &str,
     started: std::time::Instant,
     shared: &Shared,
 ) {
-    let (method, target, minor) = (head.method.as_str(), head.target.as_str(), head.minor);
     let failure = Failure {
         status: 504,
         code: failure::TIMEOUT,
