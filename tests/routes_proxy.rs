@@ -152,3 +152,88 @@ async fn events_paths_take_only_get_head_and_options() {
     let (up, _) = who(&s.sc, "GET", "/reports/7/events/x").await;
     assert_eq!(up, "reports");
 }
+
+/// A proxy route has the same streaming, timeout, forwarding-header and
+/// error rules as `[upstream]`, and its own label in metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_routes_follow_the_upstream_rules() {
+    let app = Upstream::start("app").await;
+    let reports = Upstream::start("reports").await;
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_addr = down.local_addr().unwrap();
+    drop(down);
+    let mut opts = Opts::new(&app.url());
+    opts.upstream_extra = "timeout = \"1s\"\ntrusted_proxies = []".into();
+    opts.extra = format!(
+        "[[routes]]\nprefix = \"/reports\"\nupstream = \"{}\"\nstrip_prefix = true\n\
+         [[routes]]\nprefix = \"/down/\"\nupstream = \"http://{down_addr}\"\n",
+        reports.url()
+    );
+    let sc = Sidecast::start(&opts);
+
+    let r = request(&sc.public, "GET", "/down/x", &[], b"").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("sidecast-error"), Some("upstream-unreachable"));
+
+    let r = request(&sc.public, "GET", "/reports/slow?ms=3000", &[], b"").await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.header("sidecast-error"), Some("upstream-timeout"));
+
+    let r = request(&sc.public, "GET", "/reports/chunks?n=3&ms=1500", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "chunk 0\nchunk 1\nchunk 2\n");
+    assert_eq!(r.header("x-upstream"), Some("reports"));
+
+    let r = request(
+        &sc.public,
+        "GET",
+        "/reports/fwd",
+        &[
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("X-Real-IP", "203.0.113.9"),
+        ],
+        b"",
+    )
+    .await;
+    let echo = r.json();
+    assert_eq!(echo["upstream"], "reports");
+    assert_eq!(
+        support::upstream::echoed_header(&echo, "x-forwarded-for"),
+        vec!["127.0.0.1"]
+    );
+    assert!(support::upstream::echoed_header(&echo, "x-real-ip").is_empty());
+
+    // WebSocket through a route.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let tcp = tokio::net::TcpStream::connect(&sc.public).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{}/reports/ws", sc.public), tcp)
+            .await
+            .expect("handshake through the route");
+    ws.send(Message::text("via route")).await.unwrap();
+    let got = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, Message::text("via route"));
+
+    // Proxied requests are counted per route.
+    let m = support::http::request(&sc.admin, "GET", "/metrics", &[], b"").await;
+    let text = m.text();
+    let line = |class: &str, route: &str| {
+        text.lines().any(|l| {
+            l.contains("proxy_requests")
+                && l.contains(&format!("class=\"{class}\""))
+                && l.contains(&format!("route=\"{route}\""))
+        })
+    };
+    assert!(line("5xx", "/down/"), "{text}");
+    assert!(line("5xx", "/reports"), "{text}");
+    assert!(line("2xx", "/reports"), "{text}");
+    assert_eq!(
+        app.hits("/slow") + app.hits("/chunks") + app.hits("/fwd"),
+        0
+    );
+}
