@@ -237,3 +237,51 @@ async fn proxy_routes_follow_the_upstream_rules() {
         0
     );
 }
+
+mod props {
+    use proptest::prelude::*;
+    use sidecast::routes::{prefix_matches, strip};
+
+    fn prefix() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec("[a-zA-Z0-9._~%-]{1,6}", 1..4),
+            any::<bool>(),
+        )
+            .prop_map(|(segs, slash)| {
+                let mut p = format!("/{}", segs.join("/"));
+                if slash {
+                    p.push('/');
+                }
+                p
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn stripped_paths_start_with_a_slash(p in prefix(), rest in "[ -~]{0,20}") {
+            let path = format!("{p}{rest}");
+            prop_assert!(strip(&p, &path).starts_with('/'));
+        }
+
+        #[test]
+        fn prefixes_match_at_segment_boundaries(
+            p in prefix(),
+            tail in "[a-zA-Z0-9]{1,5}",
+            more in "(/[a-z]{0,4}){0,3}(\\?[a-z=]{0,6})?",
+        ) {
+            let bare = p.trim_end_matches('/');
+            // `/reports` takes itself, `/reports/` does not.
+            prop_assert_eq!(prefix_matches(&p, bare), !p.ends_with('/'));
+            // Both take what is below them...
+            let below = format!("{bare}/{tail}{more}");
+            prop_assert!(prefix_matches(&p, &below));
+            // ...and never a longer segment.
+            let longer = format!("{bare}{tail}");
+            prop_assert!(!prefix_matches(&p, &longer));
+            // Stripping keeps what came after the prefix.
+            prop_assert_eq!(strip(&p, &below), format!("/{tail}{more}"));
+        }
+    }
+}
