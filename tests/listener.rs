@@ -405,3 +405,147 @@ async fn pipelined_requests_are_answered_in_order_or_closed() {
     let r = c.response("GET", WAIT).await;
     assert_eq!(r.json()["uri"], "/p3");
 }
+
+/// sidecast started under a small open-file limit, read like
+/// `Sidecast::start` does.
+struct Limited {
+    child: std::process::Child,
+    public: String,
+    admin: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_limited(up: &Upstream, nofile: u32) -> Limited {
+    use std::io::BufRead;
+    let mut opts = Opts::new(&up.url());
+    opts.listen = "head_timeout = \"30s\"".into();
+    let dir = support::temp_dir("nofile");
+    let cfg = dir.join("sidecar.toml");
+    std::fs::write(&cfg, opts.toml()).unwrap();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" --config \"$1\"",))
+        .arg(env!("CARGO_BIN_EXE_sidecast"))
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .env("SIDECAST_JWT_SECRET", support::SECRET)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("sidecast listening") {
+                    let _ = tx.send(line.clone());
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+    }
+    let line = rx.recv_timeout(WAIT).expect("sidecast listening");
+    let field = |name: &str| {
+        let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        line[start..].split(' ').next().unwrap().to_owned()
+    };
+    Limited {
+        public: field("public"),
+        admin: field("admin"),
+        child,
+        log,
+    }
+}
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_pauses_accepting() {
+    let up = Upstream::start("app").await;
+    let mut sc = start_limited(&up, 64);
+    // Hold more idle connections than the process may have files.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(tokio::net::TcpStream::connect(&sc.public).await.unwrap());
+    }
+    let log_has_failure = || {
+        sc.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("accept failed"))
+    };
+    support::eventually("an accept failure logged", || async { log_has_failure() }).await;
+    // Let the condition last, and watch that nothing spins meanwhile.
+    let pid = sc.child.id();
+    let before = cpu_ticks(pid);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ticks = cpu_ticks(pid) - before;
+    let secs = t0.elapsed().as_secs_f64();
+    // Clock ticks are 1/100 s: well under a quarter of one core.
+    assert!(
+        (ticks as f64) < secs * 100.0 * 0.25,
+        "{ticks} ticks of CPU in {secs:.1}s while out of files"
+    );
+    let failures = sc
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("accept failed"))
+        .count();
+    eprintln!("out of files for {secs:.1}s: {ticks} CPU ticks, {failures} log lines");
+    assert!(
+        failures as f64 <= secs + 3.0,
+        "{failures} accept-failure lines in about {secs:.1}s"
+    );
+    // Files come back: sidecast serves again, and has counted.
+    drop(held);
+    let mut c = None;
+    for _ in 0..50 {
+        let mut conn = Conn::connect(&sc.public).await;
+        conn.get("/after", &[]).await;
+        if tokio::time::timeout(Duration::from_secs(1), conn.head(WAIT))
+            .await
+            .is_ok()
+        {
+            c = Some(conn);
+            break;
+        }
+    }
+    assert!(c.is_some(), "sidecast does not serve again");
+    let m = support::http::request(&sc.admin, "GET", "/metrics", &[], b"").await;
+    let count: f64 = m
+        .text()
+        .lines()
+        .find(|l| l.starts_with("sidecast_accept_errors") && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(count >= 1.0, "{}", m.text());
+    assert!(
+        sc.child.try_wait().unwrap().is_none(),
+        "sidecast exited: {:?}",
+        sc.log.lock().unwrap()
+    );
+}
