@@ -248,13 +248,18 @@ async fn upstream_down_is_502_and_events_keep_working() {
     assert_eq!(ev.data.as_deref(), Some("still here"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_headers_are_504_but_a_slow_stream_is_not_cut() {
+/// sidecast with `[upstream] timeout = "1s"`.
+async fn with_timeout() -> (Upstream, Sidecast) {
     let up = Upstream::start("app").await;
     let mut opts = Opts::new(&up.url());
     opts.upstream_extra = "timeout = \"1s\"".into();
     let sc = Sidecast::start(&opts);
+    (up, sc)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_response_headers_are_504() {
+    let (_up, sc) = with_timeout().await;
     let started = Instant::now();
     let mut c = Conn::connect(&sc.public).await;
     c.get("/slow?ms=4000", &[]).await;
@@ -270,7 +275,34 @@ async fn slow_headers_are_504_but_a_slow_stream_is_not_cut() {
         took >= Duration::from_millis(900) && took < Duration::from_millis(3500),
         "504 after {took:?}"
     );
+    // The 504 is counted and logged like any proxied answer.
+    support::eventually("the 504 in the access log", || async {
+        sc.log_text().contains("upstream-timeout")
+    })
+    .await;
 
+    // With a body (Content-Length or chunked), the clock starts at its end.
+    for framing in [
+        "Content-Length: 5\r\n\r\nhello",
+        "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let mut c = Conn::connect(&sc.public).await;
+        c.send(format!("POST /slow?ms=4000 HTTP/1.1\r\nHost: x\r\n{framing}").as_bytes())
+            .await;
+        let r = c.response("POST", WAIT).await;
+        assert_eq!(r.head.status, 504, "{framing}: {}", r.head.raw);
+        assert_eq!(r.head.header("sidecast-error"), Some("upstream-timeout"));
+    }
+
+    // An answer just inside the timeout passes.
+    let r = request(&sc.public, "GET", "/slow?ms=300", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "slow done\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stream_is_not_cut() {
+    let (_up, sc) = with_timeout().await;
     // Headers at once, then chunks 1.5 s apart: longer than the timeout
     // between reads, yet the stream must reach its end.
     let mut c = Conn::connect(&sc.public).await;
@@ -278,9 +310,12 @@ async fn slow_headers_are_504_but_a_slow_stream_is_not_cut() {
     let r = c.response("GET", WAIT).await;
     assert_eq!(r.head.status, 200, "{}", r.head.raw);
     assert_eq!(r.text(), "chunk 0\nchunk 1\nchunk 2\n");
+}
 
-    // A slow upload is not the upstream being slow: the clock starts once
-    // the request was read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_not_a_slow_upstream() {
+    let (_up, sc) = with_timeout().await;
+    // The clock starts once the request was read whole.
     let mut c = Conn::connect(&sc.public).await;
     c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 25\r\n\r\n")
         .await;
@@ -292,17 +327,6 @@ async fn slow_headers_are_504_but_a_slow_stream_is_not_cut() {
     let r = c.response("POST", WAIT).await;
     assert_eq!(r.head.status, 200, "{}", r.head.raw);
     assert_eq!(r.json()["len"], 25);
-    // The 504 is counted and logged like any proxied answer.
-    assert!(
-        sc.log_text().contains("upstream-timeout"),
-        "{}",
-        sc.log_text()
-    );
-
-    // An answer just inside the timeout passes.
-    let r = request(&sc.public, "GET", "/slow?ms=300", &[], b"").await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.text(), "slow done\n");
 }
 
 /// A raw upstream that answers every connection with `reply` and closes.
