@@ -172,29 +172,34 @@ async fn serve_one<C: Conn>(
         return None;
     }
     let rt = shared.runtime();
-    let proxy_index = match rt.routes.route(&head.method, head.path()) {
-        Route::Events { index, params } => {
-            let params: Vec<(String, String)> = params
+    let route = match rt.routes.route(&head.method, head.path()) {
+        Route::Events { index, params } => Some((
+            index,
+            params
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-            drop(rt);
-            // What follows the head stays for the next request (a body on
-            // an events route is refused, and the connection closed, by
-            // serve).
-            buf.drain(..head.len);
-            if buf.is_empty() {
-                *buf = Vec::new();
-            }
-            return match serve_events(&mut io, head, index, params, shared).await {
-                After::KeepAlive => Some((io.into_l4(&std::mem::take(buf)), settings)),
-                After::Close => None,
-            };
-        }
-        Route::Proxy { index } => index,
+                .collect::<Vec<_>>(),
+        )),
+        Route::Proxy { .. } => None,
     };
-    let label = crate::proxy::route_label(proxy_index.map(|i| rt.routes.proxy[i].prefix.as_str()));
     drop(rt);
+    if let Some((index, params)) = route {
+        // What follows the head stays for the next request (a body on an
+        // events route is refused, and the connection closed, by serve).
+        buf.drain(..head.len);
+        if buf.is_empty() {
+            *buf = Vec::new();
+        }
+        return match serve_events(&mut io, head, index, params, shared).await {
+            After::KeepAlive => Some((io.into_l4(&std::mem::take(buf)), settings)),
+            After::Close => None,
+        };
+    }
+    let label = {
+        let rt = shared.runtime();
+        let index = rt.routes.proxy_for(head.path());
+        crate::proxy::route_label(index.map(|i| rt.routes.proxy[i].prefix.as_str()))
+    };
     // Only what a late-headers answer needs outlives the routing (a
     // WebSocket can be proxied for hours).
     let Head {
