@@ -1,22 +1,29 @@
 //! Pass-through: pingora's proxy logic (upstream pools, streaming both ways,
-//! upgrades, timeouts), with sidecast's routing, forwarding headers and
-//! error answers. The hooks stay thin; the rules are plain functions.
+//! upgrades, hop-by-hop headers), with sidecast's routing, forwarding
+//! headers, response-header deadline and error answers. The hooks stay
+//! thin; the rules are plain functions in the submodules.
 
-use std::net::IpAddr;
+pub mod deadline;
+pub mod failure;
+pub mod forwarding;
+
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::ErrorSource;
+use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 
 use crate::auth::redact_target;
 use crate::metrics::ClassLabel;
 use crate::routes::strip;
 use crate::state::Shared;
+use deadline::HeaderDeadline;
+use failure::{classify, Failure};
+use forwarding::{forwarding, is_trusted};
 
 pub struct Proxy {
     pub shared: Arc<Shared>,
@@ -27,85 +34,28 @@ pub struct Ctx {
     started: Instant,
     route: Arc<str>,
     strip: Option<String>,
+    /// `[upstream] timeout` when the request was routed.
+    timeout: Duration,
+    /// Connecting failed (pingora's `fail_to_connect` saw it).
+    connect_failed: bool,
     sidecast_error: Option<&'static str>,
 }
 
-/// Headers a client may not set for an upstream unless it comes from a
-/// trusted proxy.
-const FORGEABLE: [&str; 4] = [
-    "forwarded",
-    "x-real-ip",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-];
-
-/// Hop-by-hop headers (RFC 9110 7.6.1) that never travel upstream; pingora
-/// itself handles `Connection`, `Transfer-Encoding` and `Upgrade`.
-const HOP_BY_HOP: [&str; 4] = [
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "proxy-authorization",
-];
-
-/// Sets the forwarding headers for a request from `peer`.
-pub fn forwarding(req: &mut RequestHeader, peer: Option<IpAddr>, trusted: bool) {
-    let host = req
-        .headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
-    let peer_s = peer.map(|p| p.to_string()).unwrap_or_default();
-    if trusted {
-        let xff = match req
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_s}"),
-            _ => peer_s,
-        };
-        let _ = req.insert_header("X-Forwarded-For", xff);
-        if !req.headers.contains_key("x-forwarded-proto") {
-            let _ = req.insert_header("X-Forwarded-Proto", "http");
-        }
-        if !req.headers.contains_key("x-forwarded-host") {
-            if let Some(h) = host {
-                let _ = req.insert_header("X-Forwarded-Host", h);
-            }
-        }
-    } else {
-        let _ = req.insert_header("X-Forwarded-For", peer_s);
-        let _ = req.insert_header("X-Forwarded-Proto", "http");
-        match host {
-            Some(h) => {
-                let _ = req.insert_header("X-Forwarded-Host", h);
-            }
-            None => {
-                req.remove_header("x-forwarded-host");
-            }
-        }
-        for h in FORGEABLE {
-            req.remove_header(h);
-        }
-    }
+/// The label of a proxy route in metrics and logs.
+pub fn route_label(prefix: Option<&str>) -> Arc<str> {
+    Arc::from(prefix.unwrap_or("upstream"))
 }
 
-/// Removes hop-by-hop headers and those the `Connection` header names
-/// (but `Upgrade`, which pingora needs to pass a WebSocket through).
-pub fn strip_hop_by_hop(req: &mut RequestHeader) {
-    let named: Vec<String> = req
-        .headers
-        .get_all("connection")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
-        .collect();
-    for h in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
-        req.remove_header(h);
+/// An HTTP/1.0 client cannot read chunked encoding (RFC 9112 §6.1): a
+/// response without a length is sent to it as is and ends by closing.
+/// Returns whether the connection must close after it.
+pub fn frame_for_http10(req_version: http::Version, resp: &mut ResponseHeader) -> bool {
+    if req_version != http::Version::HTTP_10 || !resp.headers.contains_key("transfer-encoding") {
+        return false;
     }
+    resp.remove_header("transfer-encoding");
+    resp.remove_header("content-length");
+    true
 }
 
 fn class(status: u16) -> &'static str {
@@ -118,6 +68,45 @@ fn class(status: u16) -> &'static str {
     }
 }
 
+/// Counts and logs one proxied request. The listener calls it too, for the
+/// `504` it writes itself when response headers are late.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    shared: &Shared,
+    method: &str,
+    target: &str,
+    status: u16,
+    route: &str,
+    started: Instant,
+    peer: &str,
+    error: &str,
+    sidecast_error: &str,
+) {
+    let m = &shared.metrics;
+    if status > 0 {
+        m.proxy_requests
+            .get_or_create(&ClassLabel {
+                class: class(status).to_owned(),
+                route: route.to_owned(),
+            })
+            .inc();
+    }
+    let elapsed = started.elapsed();
+    m.upstream_duration.observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "sidecast::access",
+        method,
+        target = %redact_target(target),
+        status,
+        route,
+        duration_ms = elapsed.as_millis() as u64,
+        peer,
+        error,
+        sidecast_error,
+        "proxied"
+    );
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
@@ -125,8 +114,10 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
-            route: Arc::from("upstream"),
+            route: route_label(None),
             strip: None,
+            timeout: Duration::ZERO,
+            connect_failed: false,
             sidecast_error: None,
         }
     }
@@ -138,17 +129,38 @@ impl ProxyHttp for Proxy {
         let target = match rt.routes.proxy_for(path) {
             Some(i) => {
                 let r = &rt.routes.proxy[i];
-                ctx.route = Arc::from(r.prefix.as_str());
+                ctx.route = route_label(Some(&r.prefix));
                 ctx.strip = r.strip_prefix.then(|| r.prefix.clone());
                 &r.target
             }
             None => &up.target,
         };
+        ctx.timeout = up.timeout;
         let mut peer = HttpPeer::new(target.addr, false, String::new());
         peer.options.connection_timeout = Some(up.connect_timeout);
-        peer.options.read_timeout = Some(up.timeout);
+        // Response headers are timed by the listener's HeaderDeadline; a
+        // read timeout would also cut a slow streaming body. Without that
+        // clock (never on the public listener) the read timeout stands in.
+        peer.options.read_timeout = (!HeaderDeadline::in_scope()).then_some(up.timeout);
         peer.options.write_timeout = Some(up.timeout);
+        peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::standard();
         Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // A retried connect that succeeded: later failures are not the
+        // connect's.
+        ctx.connect_failed = false;
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -161,15 +173,7 @@ impl ProxyHttp for Proxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let rt = self.shared.runtime();
-        let trusted = peer.is_some_and(|ip| {
-            rt.config
-                .upstream
-                .trusted_proxies
-                .iter()
-                .any(|n| n.contains(&ip))
-        });
-        strip_hop_by_hop(req);
+        let trusted = is_trusted(peer, &self.shared.runtime().config.upstream.trusted_proxies);
         forwarding(req, peer, trusted);
         if let Some(prefix) = &ctx.strip {
             let pq = req
@@ -185,6 +189,45 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if end_of_stream {
+            HeaderDeadline::arm_current(ctx.timeout);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        // An interim answer (100 Continue) is not the response head; a 101
+        // is: what follows is the upgraded connection.
+        if !resp.status.is_informational() || resp.status == 101 {
+            HeaderDeadline::answered_current();
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if frame_for_http10(session.req_header().version, resp) {
+            session.set_keepalive(None);
+        }
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         _s: &mut Session,
@@ -192,52 +235,29 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         e: Box<Error>,
     ) -> Box<Error> {
-        ctx.sidecast_error = Some("upstream-unreachable");
+        ctx.connect_failed = true;
         e
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let (code, kind) = match (e.esource(), e.etype()) {
-            (_, ErrorType::HTTPStatus(code)) => (*code, None),
-            (
-                ErrorSource::Upstream,
-                ErrorType::ConnectTimedout
-                | ErrorType::ConnectRefused
-                | ErrorType::ConnectNoRoute
-                | ErrorType::ConnectError,
-            ) => (502, Some("upstream-unreachable")),
-            (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
-                (504, Some("upstream-timeout"))
-            }
-            (ErrorSource::Upstream, _) => {
-                (502, Some(ctx.sidecast_error.unwrap_or("upstream-error")))
-            }
-            (
-                ErrorSource::Downstream,
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
-            ) => (0, None),
-            (ErrorSource::Downstream, _) => (400, None),
-            _ => (500, None),
-        };
-        ctx.sidecast_error = kind.or(ctx.sidecast_error);
-        if code > 0 && session.response_written().is_none() {
-            let body = Bytes::from(format!(
-                "{} {}\n",
-                code,
-                crate::listener::respond::reason(code)
-            ));
-            if let Ok(mut resp) = ResponseHeader::build(code, Some(4)) {
+        let Failure { status, code } = classify(e.esource(), e.etype(), ctx.connect_failed);
+        if status > 0 {
+            ctx.sidecast_error = Some(code);
+        }
+        if status > 0 && session.response_written().is_none() {
+            let body = Bytes::from(failure::body(status));
+            if let Ok(mut resp) = ResponseHeader::build(status, Some(4)) {
                 let _ = resp.insert_header("Content-Type", "text/plain; charset=utf-8");
                 let _ = resp.insert_header("Content-Length", body.len().to_string());
-                let _ =
-                    resp.insert_header("Sidecast-Error", ctx.sidecast_error.unwrap_or("sidecast"));
-                let _ = resp.insert_header("Connection", "close");
+                let _ = resp.insert_header("Sidecast-Error", code);
+                // pingora writes `Connection` from its keep-alive state.
+                session.set_keepalive(None);
                 let _ = session.write_response_header(Box::new(resp), false).await;
                 let _ = session.write_response_body(Some(body), true).await;
             }
         }
         FailToProxy {
-            error_code: code,
+            error_code: status,
             can_reuse_downstream: false,
         }
     }
@@ -248,33 +268,40 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let m = &self.shared.metrics;
-        if status > 0 {
-            m.proxy_requests
-                .get_or_create(&ClassLabel {
-                    class: class(status).to_owned(),
-                    route: ctx.route.to_string(),
-                })
-                .inc();
-        }
-        let elapsed = ctx.started.elapsed();
-        m.upstream_duration.observe(elapsed.as_secs_f64());
         let req = session.req_header();
         let peer = session
             .client_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        tracing::info!(
-            target: "sidecast::access",
-            method = %req.method,
-            target = %redact_target(&req.uri.to_string()),
+        record(
+            &self.shared,
+            req.method.as_str(),
+            &req.uri.to_string(),
             status,
-            route = %ctx.route,
-            duration_ms = elapsed.as_millis() as u64,
-            peer = %peer,
-            error = e.map(|e| e.etype().as_str()).unwrap_or(""),
-            sidecast_error = ctx.sidecast_error.unwrap_or(""),
-            "proxied"
+            &ctx.route,
+            ctx.started,
+            &peer,
+            e.map(|e| e.etype().as_str()).unwrap_or(""),
+            ctx.sidecast_error.unwrap_or(""),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http10_gets_no_chunks() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("Transfer-Encoding", "chunked").unwrap();
+        assert!(!frame_for_http10(http::Version::HTTP_11, &mut r));
+        assert!(r.headers.contains_key("transfer-encoding"));
+        assert!(frame_for_http10(http::Version::HTTP_10, &mut r));
+        assert!(!r.headers.contains_key("transfer-encoding"));
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("Content-Length", "5").unwrap();
+        assert!(!frame_for_http10(http::Version::HTTP_10, &mut r));
+        assert!(r.headers.contains_key("content-length"));
     }
 }

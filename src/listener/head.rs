@@ -36,8 +36,9 @@ impl Head {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// The path, also of an absolute-form target (`http://h/a` → `/a`).
     pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
+        super::target::path(&self.target)
     }
 
     pub fn query(&self) -> &str {
@@ -78,6 +79,8 @@ pub enum HeadError {
     TooLarge(usize),
     #[error("malformed request: {0}")]
     Malformed(String),
+    #[error("the request target is longer than {0} bytes")]
+    TargetTooLong(usize),
     #[error("idle connection closed")]
     Idle,
 }
@@ -90,6 +93,7 @@ impl HeadError {
             HeadError::Timeout => Some(408),
             HeadError::TooLarge(_) => Some(431),
             HeadError::Malformed(_) => Some(400),
+            HeadError::TargetTooLong(_) => Some(414),
         }
     }
 }
@@ -177,17 +181,11 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Option<Head>, HeadError> {
     if has_bare_cr(&buf[..len]) {
         return Err(HeadError::Malformed("bare CR in the request head".into()));
     }
+    if req.path.is_some_and(|t| t.len() > super::target::MAX_LEN) {
+        return Err(HeadError::TargetTooLong(super::target::MAX_LEN));
+    }
     let method = req.method.unwrap_or_default().to_owned();
     let target = req.path.unwrap_or_default().to_owned();
-    if !target.starts_with('/')
-        && method != "OPTIONS"
-        && method != "CONNECT"
-        && !target.starts_with("http")
-    {
-        return Err(HeadError::Malformed(format!(
-            "request target must start with '/': {target:?}"
-        )));
-    }
     let minor = req.version.unwrap_or(1);
     let headers: Vec<(String, Vec<u8>)> = req
         .headers
@@ -202,6 +200,10 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Option<Head>, HeadError> {
         len,
     };
     check_framing(&head)?;
+    if head.method != "CONNECT" {
+        super::target::check(&head.method, &head.target, head.header("host"))
+            .map_err(HeadError::Malformed)?;
+    }
     Ok(Some(head))
 }
 
@@ -243,10 +245,12 @@ fn check_framing(head: &Head) -> Result<(), HeadError> {
         }
     }
     for v in &cls {
-        let ok = !v.is_empty() && v.iter().all(u8::is_ascii_digit);
+        let ok = !v.is_empty()
+            && v.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(v).is_ok_and(|n| n.parse::<u64>().is_ok());
         if !ok {
             return Err(HeadError::Malformed(
-                "Content-Length is not a number".into(),
+                "Content-Length is not a number below 2^64".into(),
             ));
         }
     }
@@ -281,7 +285,7 @@ mod tests {
         assert_eq!(h.path(), "/events");
         assert_eq!(h.query(), "topic=a");
         assert_eq!(h.header_str("accept"), Some("text/event-stream"));
-        assert_eq!(h.len, 70);
+        assert_eq!(h.len, 68);
         assert!(p("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
     }
 

@@ -5,8 +5,10 @@
 
 pub mod head;
 pub mod respond;
+pub mod target;
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +19,16 @@ use pingora::protocols::{GetSocketDigest, SocketDigest};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora_core::protocols::http::ServerSession;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::events::serve::{serve as serve_events, After};
+use crate::proxy::deadline::HeaderDeadline;
+use crate::proxy::failure::{self, Failure};
 use crate::proxy::Proxy;
 use crate::routes::Route;
 use crate::state::Shared;
-use head::{read_head, HeadError, Limits};
+use head::{read_head, Head, HeadError, Limits};
 use respond::Reply;
 
 /// The proxy logic shared by every connection.
@@ -116,7 +120,6 @@ trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
 impl Conn for TcpStream {
     fn into_l4(self, bytes: &[u8]) -> Box<L4Stream> {
-        use std::os::fd::AsRawFd;
         let fd = self.as_raw_fd();
         let mut s = L4Stream::from(self);
         s.set_socket_digest(SocketDigest::from_raw_fd(fd));
@@ -150,6 +153,7 @@ async fn serve_one<C: Conn>(
                 let code = match e {
                     HeadError::Timeout => "head_timeout",
                     HeadError::TooLarge(_) => "head_too_large",
+                    HeadError::TargetTooLong(_) => "uri_too_long",
                     _ => "malformed",
                 };
                 let r = Reply::error(status, code, e.to_string()).header("Sidecast-Error", code);
@@ -159,6 +163,14 @@ async fn serve_one<C: Conn>(
             return None;
         }
     };
+    if head.method == "CONNECT" {
+        // A tunnel is not pass-through; refused here so that no answer of
+        // the proxy library's own reaches the client.
+        let r = Reply::error(405, "method", "CONNECT is not supported")
+            .header("Sidecast-Error", "method-not-allowed");
+        let _ = r.send(&mut io, head.minor, false, false).await;
+        return None;
+    }
     let rt = shared.runtime();
     let route = match rt.routes.route(&head.method, head.path()) {
         Route::Events { index, params } => Some((
@@ -183,17 +195,109 @@ async fn serve_one<C: Conn>(
             After::Close => None,
         };
     }
+    let label = {
+        let rt = shared.runtime();
+        let index = rt.routes.proxy_for(head.path());
+        crate::proxy::route_label(index.map(|i| rt.routes.proxy[i].prefix.as_str()))
+    };
+    // Only what a late-headers answer needs outlives the routing (a
+    // WebSocket can be proxied for hours).
+    let Head {
+        method,
+        target,
+        minor,
+        ..
+    } = head;
     let stream = io.into_l4(&std::mem::take(buf));
+    let fd = stream.as_raw_fd();
     let mut session = ServerSession::new_http1(stream);
     if let Some(s) = settings {
         s.apply_to_session(&mut session);
     }
     let watch = shared.lifecycle.shutdown_tx.subscribe();
+    let deadline = HeaderDeadline::new();
+    let started = std::time::Instant::now();
     shared.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
-    let reused = Box::pin(app.process_new_http(session, &watch)).await;
+    let mut proxied = Box::pin(deadline.scope(app.process_new_http(session, &watch)));
+    let reused = tokio::select! {
+        r = &mut proxied => Some(r),
+        _ = deadline.expired() => None,
+    };
+    let Some(reused) = reused else {
+        // No response headers in time: the request was read whole and
+        // nothing of the response was written, so the client gets a 504 on
+        // the same socket, through a second handle taken before pingora's
+        // session (and its handle) is dropped.
+        let socket = clone_socket(fd);
+        drop(proxied);
+        shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
+        late_headers(
+            socket,
+            (&method, &target, minor),
+            peer,
+            &label,
+            started,
+            shared,
+        )
+        .await;
+        return None;
+    };
     shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
     let reused = reused?;
     let (stream, settings) = reused.consume();
     let l4 = stream.into_any().downcast::<L4Stream>().ok()?;
     Some((l4, settings))
+}
+
+/// A second handle on a connection's socket.
+#[allow(unsafe_code)]
+fn clone_socket(fd: RawFd) -> std::io::Result<std::net::TcpStream> {
+    // SAFETY: `fd` belongs to the connection's stream, which the caller
+    // still owns (inside the proxying future it has not dropped yet and that
+    // no other task polls), so the descriptor is open for this call; the
+    // borrow ends before the caller drops that stream.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    Ok(std::net::TcpStream::from(borrowed.try_clone_to_owned()?))
+}
+
+/// Answers `504 upstream-timeout` for a request whose response headers did
+/// not come within `[upstream] timeout`, and closes the connection.
+async fn late_headers(
+    socket: std::io::Result<std::net::TcpStream>,
+    (method, target, minor): (&str, &str, u8),
+    peer: SocketAddr,
+    label: &str,
+    started: std::time::Instant,
+    shared: &Shared,
+) {
+    let failure = Failure {
+        status: 504,
+        code: failure::TIMEOUT,
+    };
+    let sent = match socket.and_then(|s| {
+        s.set_nonblocking(true)?;
+        TcpStream::from_std(s)
+    }) {
+        Ok(mut io) => {
+            let reply = failure::reply(failure);
+            let r = reply.send(&mut io, minor, false, method == "HEAD");
+            let ok = tokio::time::timeout(Duration::from_secs(5), r)
+                .await
+                .is_ok_and(|r| r.is_ok());
+            let _ = io.shutdown().await;
+            ok
+        }
+        Err(_) => false,
+    };
+    crate::proxy::record(
+        shared,
+        method,
+        target,
+        if sent { 504 } else { 0 },
+        label,
+        started,
+        &peer.to_string(),
+        "ResponseHeaderTimedout",
+        failure.code,
+    );
 }
