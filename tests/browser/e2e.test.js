@@ -2,7 +2,8 @@
 // real sidecast, and the example page in headless Chromium. The app
 // publishes on its own when its data changes; the page must show it live,
 // and come back by itself, with exactly what it missed, when the stream is
-// closed, when sidecast restarts, and when its token expires.
+// closed, when sidecast restarts, when its token expires, and when sidecast
+// is full.
 //
 //   cargo build --bin sidecast && (cd tests/browser && npm ci && node --test)
 
@@ -243,3 +244,47 @@ test('a page whose token expires gets a fresh one and resumes where it stopped, 
   );
   assert.deepEqual(errors, []);
 });
+
+test('a page turned away while sidecast is full is told so, and gets in by itself once there is room', { skip }, async (t) => {
+  // Room for one stream only.
+  const { app, sc } = await stack(t, { set: [['events', 'max_streams', '1']] });
+  const first = await openPage(t, sc.public);
+
+  // A second page: sidecast answers its EventSource with sidecast.unavailable
+  // and a retry, not an error status that the browser would give up on.
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  const second = await context.newPage();
+  await second.goto(`http://${sc.public}/`, { timeout: h.WAIT_MS });
+  await second.waitForFunction(
+    () => [...document.querySelectorAll('#log li')].some((li) => li.textContent.startsWith('sidecast unavailable')),
+    null,
+    { timeout: h.WAIT_MS },
+  );
+  const topic = await h.request(sc.publish, 'GET', '/topics/orders');
+  assert.equal(topic.body.streams, 1, 'the refused page holds no stream');
+
+  // The first page goes away (sidecast counts its stream closed by the
+  // client); the second page's browser retries by itself and gets in.
+  await first.page.close();
+  await until('the first page\'s stream is closed', async () => (await closedByClient(sc)) >= 1);
+  await until('the second page holds a stream', async () => (await h.request(sc.publish, 'GET', '/topics/orders')).body.streams === 1);
+  await setStatus(app, '1', 'paid');
+  await waitForEvent(second, '1', 2);
+});
+
+// sidecast_streams_closed_total{reason="client"}, from the admin listener.
+async function closedByClient(sc) {
+  const r = await h.request(sc.admin, 'GET', '/metrics');
+  const m = String(r.body).match(/^sidecast_streams_closed_total\{reason="client"\} (\d+)/m);
+  return m ? Number(m[1]) : 0;
+}
+
+// Polls `cond` every 50 ms until it holds, for at most WAIT_MS.
+async function until(what, cond) {
+  const deadline = Date.now() + h.WAIT_MS;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
