@@ -288,3 +288,16 @@ async function until(what, cond) {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+test('a page whose stream the app closes for good (reconnect: false) stops, and says why', { skip }, async (t) => {
+  const { sc } = await stack(t);
+  const { page, errors } = await openPage(t, sc.public);
+  const closed = await h.request(sc.publish, 'POST', '/disconnect', { user: 'demo', reason: 'logged out', reconnect: false });
+  assert.deepEqual([closed.status, closed.body], [200, { closed: 1 }]);
+  await page.waitForFunction(() => document.querySelector('#status').textContent === 'closed', null, { timeout: h.WAIT_MS });
+  // The page closed its EventSource itself: the browser will not come back.
+  assert.equal(await page.evaluate(() => source.readyState === EventSource.CLOSED), true);
+  const log = await logText(page);
+  assert.ok(log.includes('closed by the server (logged out): not reconnecting'), log.join('\n'));
+  assert.deepEqual(errors, []);
+});
