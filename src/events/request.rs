@@ -197,10 +197,13 @@ pub async fn resolve(
             }
         }
     }
-    let last_event_id = q
-        .last_event_id
-        .clone()
-        .or_else(|| head.header_str("last-event-id").map(str::to_owned));
+    // The header wins: a browser updates it on each reconnect by itself,
+    // while a `lastEventId` in the URL stays what the page put there when it
+    // opened the stream, so preferring the query would replay events twice.
+    let last_event_id = head
+        .header_str("last-event-id")
+        .map(str::to_owned)
+        .or_else(|| q.last_event_id.clone());
     let start = match (last_event_id, &q.last) {
         (Some(id), _) if id == "earliest" => Start::Earliest,
         (Some(id), _) => Start::After(id),
