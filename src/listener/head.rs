@@ -185,7 +185,8 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Option<Head>, HeadError> {
         && !target.starts_with("http")
     {
         return Err(HeadError::Malformed(format!(
-            "request target must start with '/': {target:?}"
+            "request target must start with '/': {:?}",
+            crate::auth::redact_target(&target)
         )));
     }
     let minor = req.version.unwrap_or(1);
