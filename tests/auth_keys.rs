@@ -192,11 +192,18 @@ async fn jwks_file_keys_by_kid_and_several_sources_at_once() {
     let rsa2 = KeyPair::generate(&dir, "r2", Kind::Rsa);
     let ec = KeyPair::generate(&dir, "e1", Kind::Ec);
     let ed = KeyPair::generate(&dir, "d1", Kind::Ed25519);
+    let ec384 = KeyPair::generate(&dir, "e2", Kind::Ec384);
     let stranger = KeyPair::generate(&dir, "x", Kind::Rsa);
     let jwks = dir.join("keys.json");
     std::fs::write(
         &jwks,
-        signers::jwks(&[rsa.jwk("r1"), rsa2.jwk("r2"), ec.jwk("e1"), ed.jwk("d1")]),
+        signers::jwks(&[
+            rsa.jwk("r1"),
+            rsa2.jwk("r2"),
+            ec.jwk("e1"),
+            ed.jwk("d1"),
+            ec384.jwk("e2"),
+        ]),
     )
     .unwrap();
     let sc = Sidecast::start(&opts_without_env(
@@ -207,6 +214,7 @@ async fn jwks_file_keys_by_kid_and_several_sources_at_once() {
     assert_opens(&sc, &rsa2.sign("PS256", Some("r2"), &claims("a")), "r2").await;
     assert_opens(&sc, &ec.sign("ES256", Some("e1"), &claims("a")), "e1").await;
     assert_opens(&sc, &ed.sign("EdDSA", Some("d1"), &claims("a")), "d1").await;
+    assert_opens(&sc, &ec384.sign("ES384", Some("e2"), &claims("a")), "e2").await;
     // No kid: every key of the algorithm is tried.
     assert_opens(&sc, &rsa2.sign("RS256", None, &claims("a")), "no kid").await;
     // The kid chooses the key: r1's kid on r2's signature fails.

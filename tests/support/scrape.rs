@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// The value of one exact series (`name{label="v"}`) on the admin
 /// listener's `/metrics`, `None` when absent.
@@ -50,23 +49,27 @@ pub fn sidecast(args: &[&str], cfg: &Path, env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn sidecast");
-    let deadline = Instant::now() + super::support::WAIT;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+    let child = cmd.spawn().expect("spawn sidecast");
+    let pid = child.id();
+    // Read both pipes to the end while waiting, so that a chatty child
+    // never blocks on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(super::support::WAIT) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
             panic!(
                 "sidecast {args:?} did not exit within {:?}",
                 super::support::WAIT
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+    };
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -74,6 +74,8 @@ pub enum Kind {
     Rsa,
     /// P-256.
     Ec,
+    /// P-384.
+    Ec384,
     Ed25519,
 }
 
@@ -108,6 +110,15 @@ impl KeyPair {
                 "EC",
                 "-pkeyopt",
                 "ec_paramgen_curve:P-256",
+                "-out",
+                p,
+            ]),
+            Kind::Ec384 => openssl(&[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-384",
                 "-out",
                 p,
             ]),
@@ -185,7 +196,7 @@ impl KeyPair {
                     inp,
                 ]);
             }
-            (Kind::Ec, "ES") => {
+            (Kind::Ec | Kind::Ec384, "ES") => {
                 openssl(&["dgst", digest, "-sign", key, "-out", out, inp]);
             }
             (Kind::Ed25519, "Ed") => {
@@ -198,8 +209,10 @@ impl KeyPair {
         let mut sig = std::fs::read(&sig_path).unwrap();
         let _ = std::fs::remove_file(&input_path);
         let _ = std::fs::remove_file(&sig_path);
-        if self.kind == Kind::Ec {
-            sig = der_to_raw(&sig, 32);
+        match self.kind {
+            Kind::Ec => sig = der_to_raw(&sig, 32),
+            Kind::Ec384 => sig = der_to_raw(&sig, 48),
+            _ => {}
         }
         format!("{input}.{}", b64(sig))
     }
@@ -239,6 +252,12 @@ impl KeyPair {
                 assert_eq!(point[0], 4, "uncompressed EC point");
                 json!({"kty": "EC", "kid": kid, "use": "sig", "crv": "P-256",
                        "x": b64(&point[1..33]), "y": b64(&point[33..])})
+            }
+            Kind::Ec384 => {
+                let point = &der[der.len() - 97..];
+                assert_eq!(point[0], 4, "uncompressed EC point");
+                json!({"kty": "EC", "kid": kid, "use": "sig", "crv": "P-384",
+                       "x": b64(&point[1..49]), "y": b64(&point[49..])})
             }
             Kind::Ed25519 => {
                 json!({"kty": "OKP", "kid": kid, "use": "sig", "crv": "Ed25519",
