@@ -18,12 +18,21 @@ impl LevelHandle {
     }
 }
 
+/// Pingora's debug and trace lines print whole request heads (the target
+/// with its query, `Authorization`, cookies): tokens must never reach a
+/// log, so pingora is heard at `info` and above whatever the level asked.
+fn no_header_dumps(meta: &tracing::Metadata<'_>) -> bool {
+    !meta.target().starts_with("pingora") || *meta.level() <= tracing::Level::INFO
+}
+
 pub fn init(log: &Log) -> LevelHandle {
     let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
     let filter = EnvFilter::try_new(from_env.as_deref().unwrap_or(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::filter::filter_fn(no_header_dumps));
     let result = match log.format {
         LogFormat::Json => registry
             .with(

@@ -1,9 +1,11 @@
 //! `sidecast token`: a development token signed with the configured HS
-//! secret.
+//! secret (the file's when `secret_file` is set, else `secret_env`'s), with
+//! the configured issuer, first audience and grants claim, so that it opens
+//! a stream on this very configuration.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{encode, EncodingKey, Header};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 
 use crate::config::Config;
 
@@ -22,10 +24,10 @@ pub fn mint(
         let b = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
         b.strip_suffix(b"\n").map(<[u8]>::to_vec).unwrap_or(b)
     } else {
-        std::env::var(&a.secret_env)
-            .ok()
+        use std::os::unix::ffi::OsStringExt;
+        std::env::var_os(&a.secret_env)
             .filter(|v| !v.is_empty())
-            .map(String::into_bytes)
+            .map(OsStringExt::into_vec)
             .ok_or_else(|| format!("no HS secret: set {} (or auth.secret_file)", a.secret_env))?
     };
     let now = SystemTime::now()
@@ -35,7 +37,7 @@ pub fn mint(
     let mut claims = serde_json::json!({
         "sub": sub,
         "iat": now,
-        "exp": now + ttl.as_secs(),
+        "exp": now.saturating_add(ttl.as_secs()),
     });
     claims[a.topics_claim.as_str()] = serde_json::json!(topics);
     if let Some(iss) = &a.issuer {
@@ -44,22 +46,16 @@ pub fn mint(
     if let Some(aud) = a.audience.first() {
         claims["aud"] = serde_json::json!(aud);
     }
-    let alg = a
-        .algorithms
-        .as_ref()
-        .and_then(|algs| {
-            algs.iter()
-                .find(|x| {
-                    matches!(
-                        x,
-                        jsonwebtoken::Algorithm::HS256
-                            | jsonwebtoken::Algorithm::HS384
-                            | jsonwebtoken::Algorithm::HS512
-                    )
-                })
-                .copied()
-        })
-        .unwrap_or(jsonwebtoken::Algorithm::HS256);
+    // The first HS algorithm accepted; a configuration that accepts none
+    // would refuse the token, so say so instead of printing it.
+    let hs = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+    let alg = match &a.algorithms {
+        None => Algorithm::HS256,
+        Some(algs) => *algs.iter().find(|x| hs.contains(x)).ok_or_else(|| {
+            "auth.algorithms accepts no HS algorithm, so a token signed with the HS secret would be refused"
+                .to_owned()
+        })?,
+    };
     encode(
         &Header::new(alg),
         &claims,

@@ -48,6 +48,61 @@ pub fn is_unknown_kid(d: &Denied) -> bool {
     )
 }
 
+/// The most leeway applied to `exp` and `nbf` (a year): more would make
+/// the clock arithmetic of validation meaningless.
+const MAX_LEEWAY_SECS: u64 = 365 * 86400;
+
+/// The longest `kid` repeated in an error message.
+const MAX_KID_SHOWN: usize = 64;
+
+/// How far ahead an expiry is taken literally; a later one (or a number
+/// too large for a clock) counts as this far, so that no timer overflows.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 86400);
+
+/// The header fields looked at before any key is tried, read by hand so
+/// that `alg: none` or an unknown algorithm is named as such rather than
+/// reported as an undecodable header.
+#[derive(serde::Deserialize)]
+struct RawHeader {
+    alg: Value,
+}
+
+fn algorithm_of(token: &str) -> Result<Algorithm, Denied> {
+    use base64::Engine;
+    let not_json = || {
+        unauthorized(
+            "malformed",
+            "the token header is not base64url-encoded JSON",
+        )
+    };
+    let first = token.split('.').next().unwrap_or("");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(first.trim_end_matches('='))
+        .map_err(|_| not_json())?;
+    let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| not_json())?;
+    let Value::String(name) = raw.alg else {
+        return Err(unauthorized(
+            "malformed",
+            "the token header's alg is not a string",
+        ));
+    };
+    if name.eq_ignore_ascii_case("none") {
+        return Err(unauthorized(
+            "algorithm",
+            "unsigned tokens (alg \"none\") are never accepted",
+        ));
+    }
+    name.parse::<Algorithm>().map_err(|_| {
+        unauthorized(
+            "algorithm",
+            format!(
+                "algorithm {:?} is not supported",
+                name.chars().take(16).collect::<String>()
+            ),
+        )
+    })
+}
+
 impl Verifier<'_> {
     pub fn verify(&self, token: &str) -> Result<Verified, Denied> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
@@ -56,42 +111,62 @@ impl Verifier<'_> {
                 "the token is not a JWT (three base64url parts)",
             ));
         }
-        let header = decode_header(token).map_err(|_| {
-            unauthorized(
-                "malformed",
-                "the token header is not valid JSON with a supported alg",
-            )
-        })?;
-        if !self.algorithms.contains(&header.alg) {
+        let alg = algorithm_of(token)?;
+        if !self.algorithms.contains(&alg) {
             return Err(unauthorized(
                 "algorithm",
-                format!("algorithm {:?} is not accepted here", header.alg),
+                format!("algorithm {alg:?} is not accepted here"),
             ));
         }
-        let candidates: Vec<&Key> = self
-            .keys
-            .iter()
-            .filter(|k| k.algorithms.contains(&header.alg))
-            .filter(|k| match (&header.kid, &k.kid) {
-                (Some(want), Some(have)) => want == have,
-                (Some(_), None) => true,
-                (None, _) => true,
-            })
-            .collect();
+        let header = decode_header(token)
+            .map_err(|_| unauthorized("malformed", "the token header is not a valid JWS header"))?;
+        // A token naming a kid is verified by that key; one naming a kid
+        // that no key has, or none, by the keys without a kid (a PEM key or
+        // a secret), so that a provider's habit of always setting kid does
+        // not lock out a single configured key.
+        let of_alg = |k: &&Key| k.algorithms.contains(&header.alg);
+        let named: Vec<&Key> = match &header.kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .filter(of_alg)
+                .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let unknown_kid = match &header.kid {
+            Some(kid) if named.is_empty() && self.keys.iter().any(|k| k.kid.is_some()) => {
+                Some(unauthorized(
+                    "unknown_kid",
+                    format!(
+                        "no {:?} key has kid {:?}",
+                        header.alg,
+                        kid.chars().take(MAX_KID_SHOWN).collect::<String>()
+                    ),
+                ))
+            }
+            _ => None,
+        };
+        let candidates: Vec<&Key> = if named.is_empty() {
+            self.keys
+                .iter()
+                .filter(of_alg)
+                .filter(|k| header.kid.is_none() || k.kid.is_none())
+                .collect()
+        } else {
+            named
+        };
         if candidates.is_empty() {
-            return Err(match &header.kid {
-                Some(kid) if self.keys.iter().any(|k| k.kid.is_some()) => {
-                    unauthorized("unknown_kid", format!("no key with kid {kid:?}"))
-                }
-                _ => unauthorized(
+            return Err(unknown_kid.unwrap_or_else(|| {
+                unauthorized(
                     "bad_signature",
-                    format!("no key configured for {:?}", header.alg),
-                ),
-            });
+                    format!("no key is configured for {:?}", header.alg),
+                )
+            }));
         }
         let mut validation = Validation::new(header.alg);
         validation.algorithms = vec![header.alg];
-        validation.leeway = self.auth.leeway.as_secs();
+        validation.leeway = self.auth.leeway.as_secs().min(MAX_LEEWAY_SECS);
         validation.validate_nbf = true;
         validation.validate_exp = true;
         validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
@@ -107,10 +182,22 @@ impl Verifier<'_> {
         for key in candidates {
             match decode::<HashMap<String, Value>>(token, &key.key, &validation) {
                 Ok(data) => {
+                    // jsonwebtoken accepts a token during the second its exp
+                    // names; RFC 7519 (and a stream, which ends at exp) does
+                    // not, or a client would reopen just to be ended again.
+                    let exp = data.claims.get("exp").and_then(Value::as_f64);
+                    let ended = |e: f64| {
+                        expiry(e)
+                            .checked_add(self.auth.leeway)
+                            .is_some_and(|at| SystemTime::now() >= at)
+                    };
+                    if exp.is_some_and(ended) {
+                        return Err(unauthorized("expired", "the token has expired"));
+                    }
                     return Ok(Verified {
                         claims: data.claims,
                         key_id: key.id.clone(),
-                    })
+                    });
                 }
                 Err(e) => {
                     last = match e.kind() {
@@ -147,7 +234,16 @@ impl Verifier<'_> {
                 }
             }
         }
-        Err(last)
+        match (&last, unknown_kid) {
+            (
+                Denied::Unauthorized {
+                    code: "bad_signature",
+                    ..
+                },
+                Some(unknown),
+            ) => Err(unknown),
+            _ => Err(last),
+        }
     }
 
     /// A subscriber's principal from its token.
@@ -159,11 +255,7 @@ impl Verifier<'_> {
             Some(_) => return Err(unauthorized("malformed", "the sub claim is not a string")),
             None => None,
         };
-        let expires = v
-            .claims
-            .get("exp")
-            .and_then(Value::as_f64)
-            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s.max(0.0)));
+        let expires = v.claims.get("exp").and_then(Value::as_f64).map(expiry);
         Ok(Principal {
             user,
             grants,
@@ -172,6 +264,18 @@ impl Verifier<'_> {
             key_id: Some(v.key_id),
         })
     }
+}
+
+/// The instant an `exp` (seconds since the epoch) names, at most
+/// [`FAR_FUTURE`] from now, so that a token valid "forever" cannot overflow
+/// the stream's timer.
+fn expiry(exp: f64) -> SystemTime {
+    let now = SystemTime::now();
+    let far = now + FAR_FUTURE;
+    Duration::try_from_secs_f64(exp.max(0.0))
+        .ok()
+        .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+        .map_or(far, |at| at.min(far))
 }
 
 /// Patterns from a claim that lists them (a missing claim grants nothing).

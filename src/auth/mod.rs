@@ -101,23 +101,33 @@ pub(crate) fn malformed(message: &str) -> Denied {
     }
 }
 
+/// Whether a query parameter (`name=value`, as sent) carries a token: its
+/// name decoded as the extractor decodes it, so `%74oken=` counts too.
+fn is_token_param(part: &str) -> bool {
+    let name = part.split_once('=').map_or(part, |(k, _)| k);
+    form_urlencoded::parse(name.as_bytes())
+        .next()
+        .is_some_and(|(k, _)| k == "token" || k == "access_token")
+}
+
 /// A request target with the values of `token` and `access_token`
-/// replaced, for logs.
+/// replaced, for logs: a token in a URL must never reach a log line.
 pub fn redact_target(target: &str) -> std::borrow::Cow<'_, str> {
     let Some((path, query)) = target.split_once('?') else {
         return target.into();
     };
-    if !query
-        .split('&')
-        .any(|p| p.starts_with("token=") || p.starts_with("access_token="))
-    {
+    if !query.split('&').any(is_token_param) {
         return target.into();
     }
     let parts: Vec<String> = query
         .split('&')
-        .map(|p| match p.split_once('=') {
-            Some((k, _)) if k == "token" || k == "access_token" => format!("{k}=REDACTED"),
-            _ => p.to_owned(),
+        .map(|p| {
+            if is_token_param(p) {
+                let name = p.split_once('=').map_or(p, |(k, _)| k);
+                format!("{name}=REDACTED")
+            } else {
+                p.to_owned()
+            }
         })
         .collect();
     format!("{path}?{}", parts.join("&")).into()
@@ -138,5 +148,10 @@ mod tests {
             "/e?access_token=REDACTED"
         );
         assert_eq!(redact_target("/e?topic=a"), "/e?topic=a");
+        assert_eq!(
+            redact_target("/e?%74oken=x&a=1&access%5Ftoken=y&token"),
+            "/e?%74oken=REDACTED&a=1&access%5Ftoken=REDACTED&token=REDACTED"
+        );
+        assert_eq!(redact_target("/e?tokens=x"), "/e?tokens=x");
     }
 }

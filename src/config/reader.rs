@@ -66,7 +66,10 @@ impl<'t, 'i> Table<'t, 'i> {
 
     /// The dotted name of a key of this table, as errors show it.
     pub(crate) fn key_path(&self, key: &str) -> String {
-        if self.path.is_empty() {
+        if key.is_empty() {
+            // The table itself (`routes[0]`), not `routes[0].`.
+            self.path.clone()
+        } else if self.path.is_empty() {
             key.to_owned()
         } else {
             format!("{}.{key}", self.path)

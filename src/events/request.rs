@@ -9,7 +9,7 @@ use crate::auth::{token_of, Denied, Principal};
 use crate::config::AuthMode;
 use crate::listener::head::Head;
 use crate::listener::respond::Reply;
-use crate::routes::{claim_lookup, Fill};
+use crate::routes::{claim_lookup, EventsRoute, Fill, TopicTemplate};
 use crate::state::{Runtime, Shared};
 use crate::topic::Topic;
 
@@ -83,14 +83,24 @@ fn wants_poll(head: &Head, q: &Query) -> bool {
         })
 }
 
-/// A `401`/`403`/`503` reply for a refused principal.
+/// A `401`/`403`/`503` reply for a refused principal. The `401` carries
+/// `WWW-Authenticate: Bearer error="..."` (RFC 6750): `invalid_request`
+/// when no token came, else `invalid_token`, with the reason as the
+/// description; never anything of the token itself.
 pub fn denied_reply(d: &Denied, shared: &Shared) -> Reply {
     match d {
         Denied::Unauthorized { code, message } => {
             shared.metrics.auth_failure(code);
+            let error = if *code == "missing" {
+                "invalid_request"
+            } else {
+                "invalid_token"
+            };
             Reply::error(401, code, message.clone()).header(
                 "WWW-Authenticate",
-                format!("Bearer error=\"invalid_token\", error_description=\"{code}\""),
+                format!(
+                    "Bearer realm=\"sidecast\", error=\"{error}\", error_description=\"{code}\""
+                ),
             )
         }
         Denied::Forbidden(m) => {
@@ -98,6 +108,84 @@ pub fn denied_reply(d: &Denied, shared: &Shared) -> Reply {
             Reply::error(403, "forbidden", m.clone())
         }
         Denied::Unavailable(m) => Reply::error(503, "unavailable", m.clone()),
+    }
+}
+
+/// A topic of the request and whether it needs a grant (a topic built only
+/// from the subscriber's own identity is granted by its route).
+struct Wanted {
+    topic: Topic,
+    needs_grant: bool,
+}
+
+fn push(out: &mut Vec<Wanted>, topic: Topic, needs_grant: bool) {
+    match out.iter_mut().find(|w| w.topic == topic) {
+        Some(w) => w.needs_grant |= needs_grant,
+        None => out.push(Wanted { topic, needs_grant }),
+    }
+}
+
+type Refusal = Result<Reply, Denied>;
+
+/// The topics known before auth: the query's, or a route's that take only
+/// path segments. Checked first, so that a bad request is a `400` whoever
+/// sends it, and forward auth can tell the app what is asked for.
+fn topics_before_auth<'r>(
+    q: &Query,
+    route: Option<&'r EventsRoute>,
+    params: &[(&str, &str)],
+    rt: &Runtime,
+) -> Result<(Vec<Wanted>, Vec<&'r TopicTemplate>), Refusal> {
+    let mut wanted = Vec::new();
+    let mut later = Vec::new();
+    match route {
+        Some(r) => {
+            for t in &r.topics {
+                if t.uses_claims() {
+                    later.push(t);
+                    continue;
+                }
+                let topic = t
+                    .build(params, None, &|_| None)
+                    .map_err(|e| Ok(fill_refusal(e)))?;
+                push(&mut wanted, topic, true);
+            }
+        }
+        None => {
+            if q.topics.is_empty() {
+                return Err(Ok(bad(
+                    "no_topic",
+                    format!(
+                        "name at least one topic: {}?topic=NAME (repeatable)",
+                        rt.config.events.path
+                    ),
+                )));
+            }
+            for t in &q.topics {
+                let topic = Topic::parse(t).map_err(|e| Ok(bad("bad_topic", e)))?;
+                push(&mut wanted, topic, true);
+            }
+        }
+    }
+    let n = wanted.len() + later.len();
+    let max = rt.config.events.max_topics;
+    if n > max {
+        return Err(Ok(bad(
+            "too_many_topics",
+            format!("at most {max} topics per stream, got {n}"),
+        )));
+    }
+    Ok((wanted, later))
+}
+
+fn fill_refusal(e: Fill) -> Reply {
+    match e {
+        Fill::Missing(name) => Reply::error(
+            403,
+            "forbidden",
+            format!("this route needs the {name} claim, which the token does not carry"),
+        ),
+        Fill::Bad(e) => bad("bad_topic", e),
     }
 }
 
@@ -110,91 +198,38 @@ pub async fn resolve(
     rt: &Runtime,
     shared: &Shared,
     peer: Option<std::net::IpAddr>,
-) -> Result<Asked, Result<Reply, Denied>> {
+) -> Result<Asked, Refusal> {
     let q = query(head);
     let config = &rt.config;
-    // The topics known before the subscriber's identity (forward auth
-    // tells the app which topics are asked for).
-    let known: Vec<Topic> = match route {
-        Some(i) => rt.routes.events[i]
-            .topics
-            .iter()
-            .filter(|t| !t.uses_claims())
-            .filter_map(|t| t.build(params, None, &|_| None).ok())
-            .collect(),
-        None => q
-            .topics
-            .iter()
-            .filter_map(|t| Topic::parse(t).ok())
-            .collect(),
-    };
+    let events_route = route.map(|i| &rt.routes.events[i]);
+    let (mut wanted, later) = topics_before_auth(&q, events_route, params, rt)?;
+    let known: Vec<Topic> = wanted.iter().map(|w| w.topic.clone()).collect();
     let (principal, forward) = authenticate(head, rt, shared, peer, &known)
         .await
         .map_err(Err)?;
-    let (topics, label, needs_grant) = match route {
-        Some(i) => {
-            let r = &rt.routes.events[i];
-            let lookup = claim_lookup(&principal.claims);
-            let mut topics = Vec::with_capacity(r.topics.len());
-            let mut needs = Vec::with_capacity(r.topics.len());
-            for t in &r.topics {
-                match t.build(params, principal.user.as_deref(), &lookup) {
-                    Ok(topic) => {
-                        needs.push(!t.from_token_only());
-                        topics.push(topic);
-                    }
-                    Err(Fill::Missing(c)) => {
-                        return Err(Ok(Reply::error(
-                            403,
-                            "forbidden",
-                            format!(
-                                "this route needs the {c} claim, which the token does not carry"
-                            ),
-                        )))
-                    }
-                    Err(Fill::Bad(e)) => return Err(Ok(bad("bad_topic", e))),
+    {
+        let lookup = claim_lookup(&principal.claims);
+        for t in later {
+            match t.build(params, principal.user.as_deref(), &lookup) {
+                Ok(topic) => push(&mut wanted, topic, !t.from_token_only()),
+                Err(Fill::Missing(name)) => {
+                    return Err(Err(Denied::Forbidden(format!(
+                        "this route needs the {name} claim, which the token does not carry"
+                    ))))
                 }
+                Err(e) => return Err(Ok(fill_refusal(e))),
             }
-            (topics, r.label.clone(), needs)
         }
-        None => {
-            if q.topics.is_empty() {
-                return Err(Ok(bad(
-                    "no_topic",
-                    format!(
-                        "name at least one topic: {}?topic=NAME (repeatable)",
-                        config.events.path
-                    ),
-                )));
-            }
-            let mut topics = Vec::with_capacity(q.topics.len());
-            for t in &q.topics {
-                let topic = Topic::parse(t).map_err(|e| Ok(bad("bad_topic", e)))?;
-                if !topics.contains(&topic) {
-                    topics.push(topic);
-                }
-            }
-            let n = topics.len();
-            (topics, rt.routes.events_label.clone(), vec![true; n])
-        }
-    };
-    if topics.len() > config.events.max_topics {
-        return Err(Ok(bad(
-            "too_many_topics",
-            format!(
-                "at most {} topics per stream, got {}",
-                config.events.max_topics,
-                topics.len()
-            ),
-        )));
     }
     if config.auth.required {
-        for (t, needs) in topics.iter().zip(&needs_grant) {
-            if *needs && !principal.may_read(t) {
-                return Err(Err(Denied::Forbidden(format!(
-                    "the token does not grant topic {t}"
-                ))));
-            }
+        if let Some(w) = wanted
+            .iter()
+            .find(|w| w.needs_grant && !principal.may_read(&w.topic))
+        {
+            return Err(Err(Denied::Forbidden(format!(
+                "the token does not grant topic {}",
+                w.topic
+            ))));
         }
     }
     // The header wins: a browser updates it on each reconnect by itself,
@@ -221,56 +256,41 @@ pub async fn resolve(
     Ok(Asked {
         forward,
         poll: wants_poll(head, &q),
-        topics,
+        topics: wanted.into_iter().map(|w| w.topic).collect(),
         principal,
         start,
-        route: label,
+        route: events_route.map_or_else(|| rt.routes.events_label.clone(), |r| r.label.clone()),
     })
 }
 
-type Forwarded = Option<crate::auth::forward::Creds>;
-
+/// Who the subscriber is, by the configured mode. `requested` are the
+/// topics known before auth (forward auth sends them to the app).
 async fn authenticate(
     head: &Head,
     rt: &Runtime,
     shared: &Shared,
     peer: Option<std::net::IpAddr>,
-    known: &[Topic],
+    requested: &[Topic],
 ) -> Result<(Principal, Forwarded), Denied> {
     let auth = &rt.config.auth;
     if !auth.required {
         return Ok((Principal::default(), None));
     }
     match auth.mode {
-        AuthMode::Jwt => {
-            let Some((token, _)) = token_of(head, &auth.cookie)? else {
-                return Err(Denied::Unauthorized {
-                    code: "missing",
-                    message: format!(
-                        "a token is required: Authorization: Bearer, ?token=, or the {} cookie",
-                        auth.cookie
-                    ),
-                });
-            };
-            match rt.verifier().principal(&token) {
-                Err(d) if crate::auth::jwt::is_unknown_kid(&d) && auth.jwks_url.is_some() => {
-                    // The provider may have rotated its keys: refetch (at
-                    // most once a minute) and try once more.
-                    if shared.jwks.on_unknown_kid(shared).await {
-                        shared
-                            .runtime()
-                            .verifier()
-                            .principal(&token)
-                            .map(|p| (p, None))
-                    } else {
-                        Err(d)
-                    }
+        AuthMode::Jwt => match jwt_principal(head, rt) {
+            Err(d) if crate::auth::jwt::is_unknown_kid(&d) && auth.jwks_url.is_some() => {
+                // The provider may have rotated its keys: refetch (at most
+                // once a minute) and try once more.
+                if shared.jwks.on_unknown_kid(shared).await {
+                    jwt_principal(head, &shared.runtime()).map(|p| (p, None))
+                } else {
+                    Err(d)
                 }
-                other => other.map(|p| (p, None)),
             }
-        }
+            other => other.map(|p| (p, None)),
+        },
         AuthMode::Forward => {
-            let creds = crate::auth::forward::Creds::new(head, auth, peer, known);
+            let creds = crate::auth::forward::Creds::new(head, auth, peer, requested);
             let p = shared
                 .forward
                 .authorize(&creds, auth, &rt.config.upstream.target)
@@ -278,4 +298,23 @@ async fn authenticate(
             Ok((p, Some(creds)))
         }
     }
+}
+
+/// Forward auth's credentials, kept for rechecks.
+type Forwarded = Option<crate::auth::forward::Creds>;
+
+/// A JWT from the request (header, query or cookie), verified with the
+/// keys in force.
+fn jwt_principal(head: &Head, rt: &Runtime) -> Result<Principal, Denied> {
+    let auth = &rt.config.auth;
+    let Some((token, _)) = token_of(head, &auth.cookie)? else {
+        return Err(Denied::Unauthorized {
+            code: "missing",
+            message: format!(
+                "a token is required: Authorization: Bearer, ?token=, or the {} cookie",
+                auth.cookie
+            ),
+        });
+    };
+    rt.verifier().principal(&token)
 }

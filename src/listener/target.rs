@@ -29,7 +29,8 @@ pub fn check(method: &str, target: &str, host: Option<&[u8]>) -> Result<(), Stri
     let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
         return Err(format!(
-            "request target must start with '/' or be an absolute http URL: {target:?}"
+            "request target must start with '/' or be an absolute http URL: {:?}",
+            crate::auth::redact_target(target)
         ));
     }
     // Absolute form is rare from clients of a sidecar: its finer rules
