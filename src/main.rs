@@ -94,7 +94,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(sidecast::app::run(config, levels)) {
+            let result = rt.block_on(sidecast::app::run(config, levels));
+            // Tasks still running (streams to clients that do not read,
+            // upgraded connections) end with the process: the drain has
+            // already given them their grace.
+            rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
