@@ -267,7 +267,7 @@ impl ProxyHttp for Proxy {
         tracing::info!(
             target: "sidecast::access",
             method = %req.method,
-            target = %redact_target(&req.uri.to_string()),
+            uri = %redact_target(&req.uri.to_string()),
             status,
             route = %ctx.route,
             duration_ms = elapsed.as_millis() as u64,
