@@ -372,6 +372,7 @@ strip_prefix = true
         "keepalive = \"10m 20s\"",
         "queue = 1000",
         "max_streams = \"auto\"",
+        "# max_streams = \"auto\" is ",
         "secret_env = \"SIDECAST_JWT_SECRET\"  # value masked",
         "[shutdown]",
         "redis = \"redis://***@127.0.0.1:6379\"",

@@ -62,7 +62,25 @@ async fn every_family_is_there_from_start_up_in_both_formats() {
         let type_line = format!("# TYPE {name} {kind}\n");
         assert!(m.text.contains(&type_line), "{type_line:?}");
     }
-    // A scraper that asks for OpenMetrics gets it.
+    // The reference parsers of Prometheus's Python client read the same
+    // families (they name counters without `_total`).
+    let want: Vec<(String, String)> = FAMILIES
+        .iter()
+        .map(|(n, k)| {
+            (
+                n.strip_suffix("_total").unwrap_or(n).to_owned(),
+                k.to_string(),
+            )
+        })
+        .collect();
+    if let Some(mut got) = ops::python_families(&m.text, false) {
+        got.sort();
+        let mut want = want.clone();
+        want.sort();
+        assert_eq!(got, want);
+    }
+    // A scraper that asks for OpenMetrics gets it, valid to the strict
+    // OpenMetrics parser.
     let r = request(
         &sc.admin,
         "GET",
@@ -82,6 +100,12 @@ async fn every_family_is_there_from_start_up_in_both_formats() {
     assert!(text.ends_with("# EOF\n"), "{text}");
     assert!(text.contains("# TYPE sidecast_events_published counter\n"));
     assert!(text.contains("# UNIT sidecast_upstream_duration_seconds seconds\n"));
+    if let Some(mut got) = ops::python_families(&text, true) {
+        got.sort();
+        let mut want = want.clone();
+        want.sort();
+        assert_eq!(got, want);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -398,3 +398,63 @@ pub async fn connects(addr: &str) -> bool {
         .await
         .is_ok_and(|r| r.is_ok())
 }
+
+/// The families (name, type) that the reference parsers of Prometheus's
+/// own Python client read from `text`: its Prometheus text parser, or its
+/// strict OpenMetrics parser. `None` when python3 or the package is not
+/// installed (under `CI=true` that fails instead: scripts/test installs
+/// tests/requirements.txt). Counter names come back without `_total`, as
+/// that library names families.
+pub fn python_families(text: &str, openmetrics: bool) -> Option<Vec<(String, String)>> {
+    const SCRIPT: &str = r#"
+import json, sys
+try:
+    from prometheus_client.parser import text_string_to_metric_families as prom
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
+except ImportError:
+    sys.exit(3)
+parse = om if sys.argv[1] == "openmetrics" else prom
+print(json.dumps([[f.name, f.type] for f in parse(sys.stdin.read())]))
+"#;
+    if !support::require("python3") {
+        return None;
+    }
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            SCRIPT,
+            if openmetrics {
+                "openmetrics"
+            } else {
+                "prometheus"
+            },
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.code() == Some(3) {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "the Python package prometheus_client is required under CI=true"
+        );
+        eprintln!("skipping the reference parser: prometheus_client not installed");
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "the reference parser refused the text: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("json"))
+}
