@@ -1,8 +1,17 @@
-//! Start-up, the listeners, and the drain. `main` calls [`run`]; the order
-//! of a drain is the one Kubernetes needs: `/readyz` fails first, serving
-//! goes on for `delay`, then accepting stops, streams are closed spread over
-//! half of `grace` (each with a jittered `retry:`), proxied requests finish,
-//! and the process exits within `delay + grace`.
+//! Start-up, the listeners, and the drain. `main` calls [`run`].
+//!
+//! Start-up: signals are installed, every listener is bound (a bad address
+//! fails with nothing half running), the listeners serve, `/readyz` turns
+//! 200, and only then is "sidecast listening" logged.
+//!
+//! The drain is in the order Kubernetes needs: `/readyz` fails at once
+//! (endpoints take a few seconds to stop sending traffic here), everything
+//! is still served for `delay`, then the public listener stops accepting
+//! (idle kept-alive connections are closed, new streams get a passing
+//! refusal), open streams are closed spread over the first half of `grace`
+//! (each with a jittered `retry:`, so clients come back gradually,
+//! elsewhere), proxied requests finish, and the process exits 0 within
+//! `delay + grace`. The publish and admin listeners serve to the end.
 
 use std::net::SocketAddr;
 use std::path::Path;

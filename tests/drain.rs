@@ -139,6 +139,7 @@ async fn sigterm_drains_in_order() {
     late.read_to_end(WAIT).await;
 
     let mut closed = Vec::new();
+    let mut last_retries = Vec::new();
     for e in ends {
         let (s, at) = e.await.unwrap();
         // Each stream ends with a jittered retry and the chunked terminator.
@@ -146,9 +147,15 @@ async fn sigterm_drains_in_order() {
         let retries = s.retries();
         assert_eq!(retries.len(), 2, "{}", s.body());
         assert!((1000..=3000).contains(&retries[1]), "{retries:?}");
+        last_retries.push(retries[1]);
         closed.push(at);
     }
     closed.sort();
+    last_retries.dedup();
+    assert!(
+        last_retries.len() > 1,
+        "jittered, not one value: {last_retries:?}"
+    );
     let (slow_response, slow_done) = slow.await.unwrap();
     assert_eq!(slow_response.status, 200, "{}", slow_response.text());
     let (code, exited) = wait_exit(&mut sc, delay + grace + Duration::from_secs(2));
@@ -165,7 +172,7 @@ async fn sigterm_drains_in_order() {
         rel(exited)
     );
     assert_eq!(code, Some(0));
-    assert!(rel(t_unready) < 0.3, "readiness fails at once");
+    assert!(rel(t_unready) < 0.5, "readiness fails at once");
     assert!(
         t_served < t0 + delay,
         "the checks within the delay took too long"
@@ -174,7 +181,7 @@ async fn sigterm_drains_in_order() {
         rel(t_refused) >= secs(delay) - 0.05,
         "accepting stopped before the delay ended"
     );
-    assert!(rel(t_refused) < secs(delay) + 0.5);
+    assert!(rel(t_refused) < secs(delay) + 0.7);
     assert!(
         rel(closed[0]) >= secs(delay) - 0.05,
         "a stream closed before the delay ended"
@@ -186,7 +193,7 @@ async fn sigterm_drains_in_order() {
         rel(closed[3]) - rel(closed[0]) >= half * 0.4,
         "not spread: {closed:?}"
     );
-    assert!(rel(*closed.last().unwrap()) <= secs(delay) + half + 0.5);
+    assert!(rel(*closed.last().unwrap()) <= secs(delay) + half + 0.8);
     assert!(rel(slow_done) >= 1.4, "the slow request was cut short");
     assert!(rel(exited) <= secs(delay + grace) + 0.3, "exit in time");
     // The admin listener answered (503) from the signal to the end: the
@@ -249,7 +256,7 @@ async fn a_second_signal_exits_at_once() {
     let (code, exited) = wait_exit(&mut sc, Duration::from_secs(5));
     assert!(code.is_some(), "it exits by itself");
     assert_ne!(code, Some(0), "a forced exit is not a clean one");
-    assert!(exited - t < Duration::from_millis(500), "{:?}", exited - t);
+    assert!(exited - t < Duration::from_secs(1), "{:?}", exited - t);
 }
 
 /// A client that never reads, and an idle kept-alive connection, do not
@@ -302,7 +309,7 @@ async fn clients_that_do_not_read_and_idle_connections_do_not_hold_the_exit() {
     let (code, exited) = wait_exit(&mut sc, Duration::from_secs(4));
     assert_eq!(code, Some(0));
     assert!(
-        exited - t0 <= Duration::from_millis(2300),
+        exited - t0 <= Duration::from_millis(2500),
         "{:?}",
         exited - t0
     );
