@@ -301,3 +301,34 @@ async fn more_topics_than_max_topics_is_400() {
     assert_eq!(r.json()["error"], "too_many_topics", "{}", r.text());
     assert!(r.json()["message"].as_str().unwrap().contains('2'));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_streams_reloads() {
+    let up = Upstream::start("app").await;
+    let mut opts = Opts::new(&up.url());
+    opts.events = "max_streams = 1".into();
+    let sc = Sidecast::start(&opts);
+    let token = sc.token("alice", &["news"]);
+    let mut first = Sse::open_token(&sc.public, "/events?topic=news", &token).await;
+    first.next_block(support::WAIT).await.unwrap();
+    let r = support::http::get(&sc.public, "/events?topic=news", Some(&token)).await;
+    assert_eq!(r.status, 503);
+
+    opts.events = "max_streams = 2".into();
+    std::fs::write(sc.dir.join("sidecar.toml"), opts.toml()).unwrap();
+    sc.signal("HUP");
+    support::eventually("the new limit", || async {
+        let mut s = Sse::open_token(&sc.public, "/events?topic=news", &token).await;
+        let b = s.next_block(support::WAIT).await;
+        s.status() == 200 && b.is_some_and(|b| b.retry.is_some()) && {
+            let next = tokio::time::timeout(
+                std::time::Duration::from_millis(200),
+                s.next_block(support::WAIT),
+            )
+            .await;
+            // An open stream sends nothing more here; a refusal would end.
+            next.is_err()
+        }
+    })
+    .await;
+}
