@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz` (alive), `/readyz` (serving, not
-//! draining), `/metrics` (Prometheus text).
+//! shutting down), `/metrics` (Prometheus text; OpenMetrics to a scraper
+//! that asks for it).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ pub async fn handle(
         "/healthz" => resp(200, json_ct, json!({"status": "ok"}).to_string()),
         "/readyz" => {
             let l = &shared.lifecycle;
-            let mut body = if l.is_draining() {
+            let mut body = if l.is_stopping() {
                 json!({"status": "draining"})
             } else if l.is_ready() {
                 json!({"status": "ready"})
@@ -46,11 +47,27 @@ pub async fn handle(
                 body.to_string(),
             )
         }
-        "/metrics" => resp(
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.encode(),
-        ),
+        "/metrics" => {
+            let openmetrics = req
+                .headers()
+                .get_all(http::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            if openmetrics {
+                resp(
+                    200,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    shared.metrics.encode_openmetrics(),
+                )
+            } else {
+                resp(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    shared.metrics.encode(),
+                )
+            }
+        }
         _ => resp(
             404,
             json_ct,

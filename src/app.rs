@@ -1,8 +1,17 @@
-//! Start-up, the listeners, and the drain. `main` calls [`run`]; the order
-//! of a drain is the one Kubernetes needs: `/readyz` fails first, serving
-//! goes on for `delay`, then accepting stops, streams are closed spread over
-//! half of `grace` (each with a jittered `retry:`), proxied requests finish,
-//! and the process exits within `delay + grace`.
+//! Start-up, the listeners, and the drain. `main` calls [`run`].
+//!
+//! Start-up: signals are installed, every listener is bound (a bad address
+//! fails with nothing half running), the listeners serve, `/readyz` turns
+//! 200, and only then is "sidecast listening" logged.
+//!
+//! The drain is in the order Kubernetes needs: `/readyz` fails at once
+//! (endpoints take a few seconds to stop sending traffic here), everything
+//! is still served for `delay`, then the public listener stops accepting
+//! (idle kept-alive connections are closed, new streams get a passing
+//! refusal), open streams are closed spread over the first half of `grace`
+//! (each with a jittered `retry:`, so clients come back gradually,
+//! elsewhere), proxied requests finish, and the process exits 0 within
+//! `delay + grace`. The publish and admin listeners serve to the end.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,6 +22,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::Instant;
 
 use crate::config::{Config, MaxStreams};
 use crate::events::hub::{Hub, Limits};
@@ -70,29 +81,57 @@ fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     Ok(l)
 }
 
+/// The stream limit `max_streams = "auto"` stands for here, logged when it
+/// is the one in force.
+fn auto_max_streams(config: &Config) -> usize {
+    let nofile = crate::limits::raise_nofile();
+    let mem = crate::limits::memory_limit();
+    let n = crate::limits::auto_max_streams(nofile, mem);
+    if config.events.max_streams == MaxStreams::Auto {
+        tracing::info!(
+            max_streams = n,
+            open_file_limit = nofile,
+            memory_bytes = mem,
+            bytes_per_stream = crate::limits::BYTES_PER_STREAM,
+            "max_streams = \"auto\" resolved"
+        );
+    }
+    n
+}
+
+/// The signals sidecast handles, registered before it says it listens: a
+/// signal that came earlier would otherwise kill it with the default action.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Signals> {
+        let sig = |k| signal(k).context("cannot install a signal handler");
+        Ok(Signals {
+            term: sig(SignalKind::terminate())?,
+            int: sig(SignalKind::interrupt())?,
+            hup: sig(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Runs the sidecar until a signal ends it.
 pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
-    let nofile = crate::limits::raise_nofile();
-    let max_streams = match config.events.max_streams {
-        MaxStreams::Fixed(n) => n,
-        MaxStreams::Auto => {
-            let mem = crate::limits::memory_limit();
-            let n = crate::limits::auto_max_streams(nofile, mem);
-            tracing::info!(
-                max_streams = n,
-                open_file_limit = nofile,
-                memory_bytes = mem,
-                "max_streams = \"auto\""
-            );
-            n
-        }
-    };
+    let signals = Signals::register()?;
+    let auto = auto_max_streams(&config);
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
     let metrics = Arc::new(Metrics::new());
-    let hub = Arc::new(Hub::new(Limits::new(&config, max_streams), metrics.clone()));
     let listen = config.listen.clone();
+    let max_streams = match config.events.max_streams {
+        MaxStreams::Fixed(n) => n,
+        MaxStreams::Auto => auto,
+    };
+    let hub = Arc::new(Hub::new(Limits::new(&config, max_streams), metrics.clone()));
     let cluster = match &config.cluster.redis {
         Some(url) => Some(
             crate::cluster::Cluster::new(
@@ -111,7 +150,7 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         hub,
         metrics: metrics.clone(),
         lifecycle: Lifecycle::default(),
-        max_streams,
+        auto_max_streams: auto,
         forward: crate::auth::forward::ForwardAuth::new(metrics.clone()),
         jwks: crate::auth::jwks::Jwks::new(),
         cluster: cluster.clone(),
@@ -129,6 +168,9 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         tokio::spawn(crate::auth::jwks::refresh_loop(shared.clone()));
     }
 
+    shared.metrics.declare_routes(&shared.runtime());
+    // Every listener is bound before any serves, so that a bad address
+    // fails start-up with nothing half running.
     let public = bind_tcp(listen.public, "listen.public")?;
     let admin = bind_tcp(listen.admin, "listen.admin")?;
     let publish_tcp = listen
@@ -140,6 +182,9 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         .as_deref()
         .map(|p| bind_unix(p, listen.publish_socket_mode))
         .transpose()?;
+    let public_addr = public.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let publish_addr = publish_tcp.as_ref().and_then(|l| l.local_addr().ok());
 
     let app = proxy_app(shared.clone());
     let limits = HeadLimits {
@@ -147,14 +192,18 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         keepalive: listen.keepalive,
         max_head_bytes: listen.max_head_bytes,
     };
-    tracing::info!(
-        public = %public.local_addr()?,
-        publish = %publish_tcp.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".into(), |a| a.to_string()),
-        publish_socket = %listen.publish_socket.as_ref().map_or("off".into(), |p| p.display().to_string()),
-        admin = %admin.local_addr()?,
-        "sidecast listening"
-    );
+    // The admin and publish listeners serve until the process exits: the
+    // app may still publish while its own requests drain, and `/readyz`
+    // must answer (503) to the end.
     let never = tokio::sync::watch::channel(false).1;
+    {
+        let s = shared.clone();
+        tokio::spawn(serve(
+            Listener::Tcp(admin),
+            move |req| crate::admin::handle(s.clone(), req),
+            never.clone(),
+        ));
+    }
     let publisher = Publisher::new(shared.clone());
     if let Some(l) = publish_tcp {
         let p = publisher.clone();
@@ -172,14 +221,6 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
             never.clone(),
         ));
     }
-    {
-        let s = shared.clone();
-        tokio::spawn(serve(
-            Listener::Tcp(admin),
-            move |req| crate::admin::handle(s.clone(), req),
-            never.clone(),
-        ));
-    }
     let accepting = tokio::spawn(accept_loop(public, shared.clone(), app, limits));
     {
         let hub = shared.hub.clone();
@@ -191,7 +232,12 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
             }
         });
     }
-    tokio::spawn(crate::reload::watch(shared.clone(), levels));
+    let Signals {
+        mut term,
+        mut int,
+        hup,
+    } = signals;
+    tokio::spawn(crate::reload::watch(shared.clone(), levels, hup));
     {
         let s = shared.clone();
         tokio::spawn(async move {
@@ -220,53 +266,79 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
             );
         }
     }
+    // Listeners are up, the configuration is loaded (and, in cluster mode,
+    // history filled or startup_timeout passed): ready, before the line
+    // that says so, so that whoever waits for that line finds /readyz 200.
     shared.lifecycle.set_ready(true);
+    tracing::info!(
+        public = %public_addr,
+        publish = %publish_addr.map_or("off".into(), |a| a.to_string()),
+        publish_socket = %listen.publish_socket.as_ref().map_or("off".into(), |p| p.display().to_string()),
+        admin = %admin_addr,
+        "sidecast listening"
+    );
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let signal = tokio::select! {
         _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = int.recv() => "SIGINT",
     };
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
-        tracing::warn!("second signal: exiting at once");
+        let second = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::warn!(signal = second, "second signal: exiting at once");
         std::process::exit(1);
     });
-    drain(&shared, signal).await;
-    accepting.abort();
+    drain(&shared, signal, accepting).await;
+    if let Some(p) = &listen.publish_socket {
+        let _ = std::fs::remove_file(p);
+    }
     Ok(())
 }
 
-async fn drain(shared: &Arc<Shared>, signal: &str) {
+/// The drain, in the order Kubernetes needs (see the module doc). Returns
+/// by `delay + grace` at the latest, whatever clients and the upstream do.
+async fn drain(shared: &Arc<Shared>, signal: &str, accepting: tokio::task::JoinHandle<()>) {
     let sh = shared.runtime().config.shutdown.clone();
-    let started = tokio::time::Instant::now();
-    shared.lifecycle.start_draining();
-    tracing::info!(signal, delay = ?sh.delay, grace = ?sh.grace, "draining: /readyz now answers 503");
-    tokio::time::sleep(sh.delay).await;
-    shared.lifecycle.stop_accepting.send_replace(true);
-    shared.lifecycle.shutdown_tx.send_replace(true);
+    let started = Instant::now();
     let grace_end = started + sh.delay + sh.grace;
+    shared.lifecycle.begin_stopping();
+    tracing::info!(signal, delay = ?sh.delay, grace = ?sh.grace, "shutting down: /readyz answers 503; serving on for the delay");
+    tokio::time::sleep(sh.delay).await;
+
+    shared.lifecycle.start_draining();
+    shared.lifecycle.shutdown_tx.send_replace(true);
+    shared.lifecycle.stop_accepting.send_replace(true);
+    let _ = tokio::time::timeout_at(grace_end, accepting).await;
     let streams = shared.hub.streams();
     let n = streams.len();
-    tracing::info!(streams = n, "closing streams over half of grace");
     let spread = sh.grace / 2;
-    let close_start = tokio::time::Instant::now();
+    tracing::info!(streams = n, spread = ?spread, "stopped accepting; closing streams");
+    let close_start = Instant::now();
     for (i, h) in streams.iter().enumerate() {
         let at = close_start + spread.mul_f64(i as f64 / n.max(1) as f64);
         tokio::time::sleep_until(at).await;
         h.close(Close::Shutdown);
     }
+    // A stream that slipped in while the first were closed (its request was
+    // read before draining began) is closed now.
+    for h in shared.hub.streams() {
+        h.close(Close::Shutdown);
+    }
     // Streams end by themselves once told; wait for them and for proxied
     // requests in flight, until grace ends.
     loop {
-        let left = shared.hub.open_streams() + shared.lifecycle.in_flight.load(Ordering::Relaxed);
-        if left == 0 || tokio::time::Instant::now() >= grace_end {
-            tracing::info!(left, "drained");
+        let streams = shared.hub.open_streams();
+        let proxied = shared.lifecycle.in_flight.load(Ordering::Relaxed);
+        if streams + proxied == 0 {
+            tracing::info!(elapsed = ?started.elapsed(), "drained");
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if Instant::now() >= grace_end {
+            tracing::warn!(streams, proxied, "grace is over: closing what is left");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -62,6 +62,14 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check) => {
             print!("{}", config.effective());
+            if config.events.max_streams == sidecast::config::MaxStreams::Auto {
+                let files = sidecast::limits::raise_nofile();
+                let memory = sidecast::limits::memory_limit();
+                println!(
+                    "# max_streams = \"auto\" is {} here (open files {files}, memory {memory} bytes)",
+                    sidecast::limits::auto_max_streams(files, memory)
+                );
+            }
             let table = sidecast::routes::RouteTable::new(&config);
             print!("\n{}", table.describe(&config.upstream.target.url));
             for w in &config.warnings {
@@ -94,7 +102,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(sidecast::app::run(config, levels)) {
+            let result = rt.block_on(sidecast::app::run(config, levels));
+            // Tasks still running (streams to clients that do not read,
+            // upgraded connections) end with the process: the drain has
+            // already given them their grace.
+            rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

@@ -203,10 +203,40 @@ impl Metrics {
         m
     }
 
-    pub fn encode(&self) -> String {
+    /// The OpenMetrics text that prometheus-client writes, for a scraper
+    /// that asks for it (`Accept: application/openmetrics-text`).
+    pub fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The Prometheus text format (0.0.4), served by default.
+    ///
+    /// prometheus-client writes only OpenMetrics, whose counter families are
+    /// named without `_total` (`# TYPE sidecast_events_published counter`
+    /// over the sample `sidecast_events_published_total`). A Prometheus
+    /// text parser (the format a `curl`, most agents and Prometheus without
+    /// content negotiation read) then finds samples of no declared family,
+    /// and the family names DESIGN.md promises are not in any `# TYPE`
+    /// line. So the default answer is the same data in the older format.
+    pub fn encode(&self) -> String {
+        to_prometheus_text(&self.encode_openmetrics())
+    }
+
+    /// Gives each events route its `sidecast_streams_open` series at 0, so
+    /// that the gauge (and its `# TYPE` line) is there before the first
+    /// stream, and a dashboard shows every route. Called at start-up and
+    /// after each reload.
+    pub fn declare_routes(&self, runtime: &crate::state::Runtime) {
+        let routes = &runtime.routes;
+        let labels =
+            std::iter::once(&routes.events_label).chain(routes.events.iter().map(|r| &r.label));
+        for label in labels {
+            let _ = self.streams_open.get_or_create(&RouteLabel {
+                route: label.to_string(),
+            });
+        }
     }
 
     pub fn closed(&self, reason: &str) {
@@ -239,5 +269,62 @@ impl Metrics {
                 result: if ok { "ok" } else { "failed" }.to_owned(),
             })
             .inc();
+    }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text format 0.0.4: counter
+/// families take their `_total` name, `# UNIT` and `# EOF` lines and
+/// counters' `_created` samples (which 0.0.4 has not) are left out.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .filter(|(_, kind)| kind.trim() == "counter")
+        .map(|(name, _)| name)
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (*p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+                continue;
+            }
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            if name
+                .strip_suffix("_created")
+                .is_some_and(|base| counters.contains(base))
+            {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counters_with_total() {
+        let m = Metrics::new();
+        m.events_published.inc();
+        let text = m.encode();
+        assert!(text.contains("# TYPE sidecast_events_published_total counter\n"));
+        assert!(text.contains("\nsidecast_events_published_total 1\n"));
+        assert!(text.contains("# TYPE sidecast_upstream_duration_seconds histogram\n"));
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+        assert!(m.encode_openmetrics().ends_with("# EOF\n"));
     }
 }

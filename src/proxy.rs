@@ -96,7 +96,7 @@ pub fn record(
     tracing::info!(
         target: "sidecast::access",
         method,
-        target = %redact_target(target),
+        uri = %redact_target(target),
         status,
         route,
         duration_ms = elapsed.as_millis() as u64,

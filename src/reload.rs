@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::Config;
+use tokio::signal::unix::Signal;
+
+use crate::config::{Config, Listen};
 use crate::logging::LevelHandle;
 use crate::state::{Runtime, Shared};
 
@@ -30,6 +32,28 @@ fn watched(config: &Config) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The `[listen]` keys that differ: they apply only at the next start.
+fn listen_changes(old: &Listen, new: &Listen) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut cmp = |name, same: bool| {
+        if !same {
+            out.push(name)
+        }
+    };
+    cmp("public", old.public == new.public);
+    cmp("publish", old.publish == new.publish);
+    cmp("publish_socket", old.publish_socket == new.publish_socket);
+    cmp(
+        "publish_socket_mode",
+        old.publish_socket_mode == new.publish_socket_mode,
+    );
+    cmp("admin", old.admin == new.admin);
+    cmp("head_timeout", old.head_timeout == new.head_timeout);
+    cmp("keepalive", old.keepalive == new.keepalive);
+    cmp("max_head_bytes", old.max_head_bytes == new.max_head_bytes);
+    out
+}
+
 /// Applies a new configuration; returns whether it was valid.
 pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
     let old = shared.runtime();
@@ -44,13 +68,15 @@ pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
             return false;
         }
     };
-    if config.listen != old.config.listen {
+    let changed = listen_changes(&old.config.listen, &config.listen);
+    if !changed.is_empty() {
         tracing::warn!(
-            "[listen] changed: listen settings apply at the next restart; ignored until then"
+            keys = %changed.join(", "),
+            "[listen] changed: listen settings need a restart; ignored until then"
         );
     }
-    let max = shared.max_streams;
     let rt = Runtime::new(Arc::new(config), &old.fetched);
+    let max = shared.max_streams(&rt.config);
     shared
         .hub
         .set_limits(crate::events::hub::Limits::new(&rt.config, max));
@@ -60,6 +86,7 @@ pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
     for w in &rt.config.warnings {
         tracing::warn!("{w}");
     }
+    shared.metrics.declare_routes(&rt);
     shared.runtime.store(Arc::new(rt));
     shared.metrics.reload(true);
     tracing::info!(
@@ -70,15 +97,10 @@ pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
     true
 }
 
-/// Watches for SIGHUP and for changes on disk, polling once a second.
-pub async fn watch(shared: Arc<Shared>, levels: LevelHandle) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP");
-            return;
-        }
-    };
+/// Watches for SIGHUP (`hup`, registered by the caller before start-up
+/// ends, so that an early signal cannot kill the process) and for changes
+/// on disk, polling once a second.
+pub async fn watch(shared: Arc<Shared>, levels: LevelHandle, mut hup: Signal) {
     let stamps = |shared: &Shared| -> Vec<Stamp> {
         watched(&shared.runtime().config)
             .iter()

@@ -52,13 +52,19 @@ impl Runtime {
     }
 }
 
-/// Readiness and shutdown, seen by every listener.
+/// Readiness and shutdown, seen by every listener. A shutdown has two
+/// phases: *stopping* (a signal came: `/readyz` fails so that the load
+/// balancer stops routing here, but everything is still served, for
+/// `[shutdown] delay`), then *draining* (accepting stops, new streams get a
+/// passing refusal, open ones are closed).
 pub struct Lifecycle {
     ready: AtomicBool,
+    stopping: AtomicBool,
     draining: AtomicBool,
     /// Pingora's shutdown watch: `true` once keep-alive reuse must stop.
     pub shutdown_tx: watch::Sender<bool>,
-    /// `true` once the public listener must stop accepting.
+    /// `true` once the public listener must stop accepting (and idle
+    /// kept-alive connections be closed).
     pub stop_accepting: watch::Sender<bool>,
     /// Proxied requests being served (a drain waits for them).
     pub in_flight: AtomicUsize,
@@ -68,6 +74,7 @@ impl Default for Lifecycle {
     fn default() -> Self {
         Lifecycle {
             ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             shutdown_tx: watch::channel(false).0,
             stop_accepting: watch::channel(false).0,
@@ -77,15 +84,28 @@ impl Default for Lifecycle {
 }
 
 impl Lifecycle {
+    /// Listeners are up and the configuration is loaded.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
+    /// What `/readyz` answers: ready, and no shutdown begun.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.is_draining()
+        self.ready.load(Ordering::SeqCst) && !self.is_stopping()
     }
 
+    /// A signal came: `/readyz` fails from now on.
+    pub fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// `delay` is over: new streams are refused (a refusal that passes).
     pub fn start_draining(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         self.draining.store(true, Ordering::SeqCst);
     }
 
@@ -99,8 +119,9 @@ pub struct Shared {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub lifecycle: Lifecycle,
-    /// The stream limit in force (`max_streams`, resolved).
-    pub max_streams: usize,
+    /// What `max_streams = "auto"` resolves to on this machine, computed
+    /// once at start-up (the limits it derives from do not change).
+    pub auto_max_streams: usize,
     /// Forward auth's client, cache and recheck registry.
     pub forward: crate::auth::forward::ForwardAuth,
     /// The JWKS-URL client (used only when `jwks_url` is set).
@@ -112,6 +133,14 @@ pub struct Shared {
 impl Shared {
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
+    }
+
+    /// The stream limit a configuration asks for.
+    pub fn max_streams(&self, config: &Config) -> usize {
+        match config.events.max_streams {
+            crate::config::MaxStreams::Fixed(n) => n,
+            crate::config::MaxStreams::Auto => self.auto_max_streams,
+        }
     }
 }
 

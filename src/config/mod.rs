@@ -6,8 +6,11 @@
 mod reader;
 mod sections;
 mod sections_auth;
+mod sections_ops;
 mod sections_routes;
+mod sections_serve;
 mod show;
+mod values;
 
 use std::path::{Path, PathBuf};
 
@@ -50,17 +53,21 @@ impl Config {
                     .unwrap_or("invalid TOML")
                     .to_owned();
                 d.error(&span, "", msg);
-                return Err(ConfigError { lines: d.errors });
+                return Err(ConfigError {
+                    lines: d.into_lines(),
+                });
             }
         };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut root = Table::new(Some(doc.get_ref()), String::new(), doc.span());
         let config = sections::read(&mut d, &mut root, path, &base);
         root.finish(&mut d);
-        if d.errors.is_empty() {
+        if d.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError { lines: d.errors })
+            Err(ConfigError {
+                lines: d.into_lines(),
+            })
         }
     }
 

@@ -13,7 +13,9 @@ use toml::Spanned;
 pub(crate) struct Diag<'s> {
     file: String,
     src: &'s str,
-    pub(crate) errors: Vec<String>,
+    /// Each problem with the byte offset it points at, so that they can be
+    /// reported in file order whatever order the sections are read in.
+    errors: Vec<(usize, String)>,
 }
 
 impl<'s> Diag<'s> {
@@ -37,11 +39,24 @@ impl<'s> Diag<'s> {
     pub(crate) fn error(&mut self, span: &Range<usize>, key: &str, message: impl AsRef<str>) {
         let (line, col) = self.position(span.start);
         let message = message.as_ref();
-        self.errors.push(if key.is_empty() {
-            format!("{}:{line}:{col}: {message}", self.file)
-        } else {
-            format!("{}:{line}:{col}: {key}: {message}", self.file)
-        });
+        self.errors.push((
+            span.start,
+            if key.is_empty() {
+                format!("{}:{line}:{col}: {message}", self.file)
+            } else {
+                format!("{}:{line}:{col}: {key}: {message}", self.file)
+            },
+        ));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// The problems, one line each, in the order of the file.
+    pub(crate) fn into_lines(mut self) -> Vec<String> {
+        self.errors.sort_by_key(|(at, _)| *at);
+        self.errors.into_iter().map(|(_, l)| l).collect()
     }
 }
 
@@ -127,6 +142,49 @@ impl<'t, 'i> Table<'t, 'i> {
                 None
             }
         }
+    }
+
+    /// A list of strings whose elements are checked one by one: every bad
+    /// element is reported at its own line and column, and the list is
+    /// `None` when any was bad.
+    pub(crate) fn get_list<T>(
+        &mut self,
+        d: &mut Diag,
+        key: &'static str,
+        mut each: impl FnMut(&str) -> Result<T, String>,
+    ) -> Option<Vec<T>> {
+        let value = self.raw(key)?;
+        let path = self.key_path(key);
+        let DeValue::Array(items) = value.get_ref() else {
+            d.error(
+                &value.span(),
+                &path,
+                format!(
+                    "expected an array of strings, found {}",
+                    type_str(value.get_ref())
+                ),
+            );
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items.iter() {
+            let checked = match item.get_ref() {
+                DeValue::String(s) => each(s),
+                other => Err(format!(
+                    "expected an array of strings, found an element that is {}",
+                    type_str(other)
+                )),
+            };
+            match checked {
+                Ok(v) => out.push(v),
+                Err(expected) => {
+                    ok = false;
+                    d.error(&item.span(), &path, expected);
+                }
+            }
+        }
+        ok.then_some(out)
     }
 
     /// A sub-table; a value of another type is reported and read as absent.
@@ -254,6 +312,28 @@ pub(crate) fn one_or_many(v: &DeValue) -> Result<Vec<String>, String> {
             "expected a string or an array of strings, found {}",
             type_str(other)
         )),
+    }
+}
+
+/// The name of an environment variable that holds a secret. The value is
+/// never echoed: a secret pasted here by mistake must not reach a log.
+pub(crate) fn env_name(v: &DeValue) -> Result<String, String> {
+    let DeValue::String(s) = v else {
+        return Err(format!(
+            "expected the name of an environment variable, found {}",
+            type_str(v)
+        ));
+    };
+    let mut chars = s.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 128;
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("expected the name of an environment variable (letters, digits and _, such as \"SIDECAST_JWT_SECRET\"), not its value; what was given is not shown, as it may be a secret".into())
     }
 }
 

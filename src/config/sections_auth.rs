@@ -18,6 +18,22 @@ fn algorithm(name: &str) -> Result<Algorithm, String> {
     })
 }
 
+/// `algorithms`: each name checked where it stands; an empty list is an
+/// error (it would refuse every token).
+fn read_algorithms(d: &mut Diag, t: &mut Table) -> Option<Vec<Algorithm>> {
+    let span = t.raw("algorithms").map(|v| v.span());
+    let list = t.get_list(d, "algorithms", algorithm)?;
+    if list.is_empty() {
+        d.error(
+            &span.unwrap_or_else(|| t.span()),
+            &t.key_path("algorithms"),
+            "expected at least one algorithm, such as [\"HS256\"]",
+        );
+        return None;
+    }
+    Some(list)
+}
+
 pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
     let mut spans = Vec::new();
     let mut file = |t: &mut Table, d: &mut Diag, key: &'static str| {
@@ -30,7 +46,7 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
     let public_key_file = file(t, d, "public_key_file");
     let jwks_file = file(t, d, "jwks_file");
     let secret_env_set = t.has("secret_env");
-    let secret_env = t.get_spanned(d, "secret_env", r::string);
+    let secret_env = t.get_spanned(d, "secret_env", r::env_name);
     let mut auth = Auth {
         required: take!(t, d, "required", r::boolean, true),
         mode: take!(
@@ -60,13 +76,7 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
                 ))
             }
         }),
-        algorithms: t.get(d, "algorithms", |v| {
-            let names = r::strings(v)?;
-            if names.is_empty() {
-                return Err("expected at least one algorithm".into());
-            }
-            names.iter().map(|n| algorithm(n)).collect()
-        }),
+        algorithms: read_algorithms(d, t),
         issuer: t.get(d, "issuer", r::string),
         audience: take!(t, d, "audience", r::one_or_many, Vec::new()),
         leeway: take!(t, d, "leeway", r::duration, Duration::from_secs(5)),
@@ -83,21 +93,13 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
                 ))
             }
         }),
-        forward_headers: take!(
-            t,
-            d,
-            "forward_headers",
-            |v| {
-                let list = r::strings(v)?;
-                for h in &list {
-                    if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                        return Err(format!("expected header names, found {h:?}"));
-                    }
-                }
-                Ok(list.into_iter().map(|h| h.to_ascii_lowercase()).collect())
-            },
-            vec!["cookie".to_owned(), "authorization".to_owned()]
-        ),
+        forward_headers: t
+            .get_list(d, "forward_headers", |h| {
+                http::HeaderName::from_bytes(h.as_bytes())
+                    .map(|_| h.to_ascii_lowercase())
+                    .map_err(|_| format!("expected a header name such as \"cookie\", found {h:?}"))
+            })
+            .unwrap_or_else(|| vec!["cookie".to_owned(), "authorization".to_owned()]),
         forward_user: take!(
             t,
             d,
@@ -117,20 +119,13 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
             },
             ForwardUser::Header("sidecast-user".to_owned())
         ),
-        forward_grants: take!(
-            t,
-            d,
-            "forward_grants",
-            |v| {
-                let list = r::strings(v)?;
-                for g in &list {
-                    Pattern::parse(&g.replace("{sub}", "x"))
-                        .map_err(|e| format!("bad grant pattern: {e}"))?;
-                }
-                Ok(list)
-            },
-            Vec::new()
-        ),
+        forward_grants: t
+            .get_list(d, "forward_grants", |g| {
+                Pattern::parse(&g.replace("{sub}", "x"))
+                    .map(|_| g.to_owned())
+                    .map_err(|e| format!("bad grant pattern {g:?}: {e}"))
+            })
+            .unwrap_or_default(),
         forward_timeout: take!(t, d, "forward_timeout", nonzero, Duration::from_secs(3)),
         forward_cache: take!(t, d, "forward_cache", r::duration, Duration::from_secs(10)),
         forward_recheck: take!(t, d, "forward_recheck", nonzero, Duration::from_secs(300)),
@@ -178,8 +173,11 @@ fn load_keys(
         || auth.public_key_file.is_some()
         || auth.jwks_file.is_some()
         || auth.jwks_url.is_some();
+    // A `secret_env` that is not a variable's name was reported already;
+    // the default variable is not read in its place.
+    let env_usable = !secret_env_set || secret_env_span.is_some();
     let env_span = secret_env_span.unwrap_or_else(|| t.span());
-    match std::env::var_os(&auth.secret_env) {
+    match std::env::var_os(&auth.secret_env).filter(|_| env_usable) {
         Some(v) if !v.is_empty() => {
             use std::os::unix::ffi::OsStrExt;
             match keys::secret_key(v.as_bytes(), &format!("${}", auth.secret_env)) {
@@ -187,7 +185,12 @@ fn load_keys(
                 Err(e) => d.error(&env_span, &t.key_path("secret_env"), e),
             }
         }
-        _ if (secret_env_set || !others) && auth.required && auth.mode == AuthMode::Jwt => d.error(
+        _ if env_usable
+            && (secret_env_set || !others)
+            && auth.required
+            && auth.mode == AuthMode::Jwt =>
+        {
+            d.error(
             &env_span,
             &t.key_path("secret_env"),
             format!(
@@ -195,7 +198,8 @@ fn load_keys(
                 auth.secret_env,
                 keys::MIN_SECRET_LEN
             ),
-        ),
+        )
+        }
         _ => {}
     }
     let read = |d: &mut Diag, key: &str, path: &Path| -> Option<Vec<u8>> {

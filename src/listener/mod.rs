@@ -135,6 +135,31 @@ impl Conn for Box<L4Stream> {
     }
 }
 
+/// Reads the next head; a kept-alive connection that is idle when the
+/// drain stops accepting is closed at once (it would otherwise wait for
+/// `keepalive`), while one whose request has begun to arrive is read on.
+async fn next_head<C: Conn>(
+    io: &mut C,
+    buf: &mut Vec<u8>,
+    limits: Limits,
+    first: bool,
+    shared: &Shared,
+) -> Result<head::Head, HeadError> {
+    if first || !buf.is_empty() {
+        return read_head(io, buf, limits, first).await;
+    }
+    let mut stop = shared.lifecycle.stop_accepting.subscribe();
+    let read = tokio::select! {
+        r = read_head(&mut *io, &mut *buf, limits, false) => Some(r),
+        _ = crate::state::until_true(&mut stop) => None,
+    };
+    match read {
+        Some(r) => r,
+        None if buf.is_empty() => Err(HeadError::Idle),
+        None => read_head(io, buf, limits, false).await,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn serve_one<C: Conn>(
     mut io: C,
@@ -146,7 +171,7 @@ async fn serve_one<C: Conn>(
     settings: Option<HttpPersistentSettings>,
     limits: Limits,
 ) -> Option<Reused> {
-    let head = match read_head(&mut io, buf, limits, first).await {
+    let head = match next_head(&mut io, buf, limits, first, shared).await {
         Ok(h) => h,
         Err(e) => {
             if let Some(status) = e.status() {

@@ -134,6 +134,10 @@ impl Sidecast {
             }
         };
         let field = |name: &str| -> Option<String> {
+            // `[log] format = "json"`: one object per line.
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                return v.get(name)?.as_str().map(str::to_owned);
+            }
             let key = format!("{name}=");
             let start = line.find(&key)? + key.len();
             let rest = &line[start..];
