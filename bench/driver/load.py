@@ -182,8 +182,10 @@ def run_phase(loadgen, system, subs, phase, count, rate, wait_s):
         "publish_last_error": pub["last_error"],
         "publish_rate": pub["achieved_rate"],
         "publish_p99_ms": pub["publish_p99_us"] / 1000,
+        "publish_in_flight_max": pub["max_in_flight"],
         "wall_s": wall,
         "sut_cpu_s": cpu_sys,
         "gen_cpu_s": sum(r["cpu_s"] for r in reports) + pub["cpu_s"],
+        "sut_cpu_us_per_delivery": 1e6 * cpu_sys / delivered if delivered else None,
         "hist": hist,
     }

@@ -1,14 +1,16 @@
-//! The publisher: COUNT events at RATE per second over one kept-alive
-//! connection, one event per request, each carrying its phase, sequence
-//! number and send time. One connection keeps the publish order the
-//! sequence order, so a subscriber's out-of-order count is the system's.
+//! The publisher: COUNT events at RATE per second, one event per request,
+//! each carrying its phase, sequence number and send time. Requests are
+//! written one at a time in sequence order, each at its scheduled time, so
+//! a subscriber's out-of-order count is the system's.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use crate::args::Args;
 use crate::hist::Hist;
@@ -29,6 +31,7 @@ pub const FLAGS: &[&str] = &[
     "pad",
     "timeout-ms",
     "max-errors",
+    "max-conns",
 ];
 
 #[derive(Clone, Copy, PartialEq)]
@@ -50,6 +53,7 @@ struct Config {
     pad: usize,
     timeout: Duration,
     max_errors: u64,
+    max_conns: usize,
 }
 
 fn config(a: &Args) -> Result<Config, String> {
@@ -83,6 +87,7 @@ fn config(a: &Args) -> Result<Config, String> {
         pad: a.num("pad", Some(0))?,
         timeout: Duration::from_millis(a.num("timeout-ms", Some(10_000))?),
         max_errors: a.num("max-errors", Some(20))?,
+        max_conns: a.num::<usize>("max-conns", Some(32))?.max(1),
     })
 }
 
@@ -163,100 +168,146 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     Ok(tcp)
 }
 
-async fn publish(cfg: &Config) -> String {
+/// A kept-alive publish connection and what was read past its last response.
+struct Conn {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    connects: u64,
+    in_flight: usize,
+    max_in_flight: usize,
+    last_error: String,
+    lat: Hist,
+    /// Connections free for the next request, most recently used last.
+    idle: Vec<Conn>,
+}
+
+/// Sends one event on `conn` (opening one when `None`) and tallies the
+/// outcome; a connection that is still good goes back to the idle pool.
+async fn send_one(cfg: Rc<Config>, tally: Rc<RefCell<Tally>>, conn: Option<Conn>, seq: u32) {
+    let fail = |t: &mut Tally, e: String| {
+        t.errors += 1;
+        t.last_error = e;
+    };
+    let mut conn = match conn {
+        Some(c) => c,
+        None => match timeout(cfg.timeout, connect(cfg.addr)).await {
+            Ok(Ok(tcp)) => {
+                tally.borrow_mut().connects += 1;
+                Conn {
+                    tcp,
+                    buf: Vec::new(),
+                }
+            }
+            Ok(Err(e)) => {
+                let mut t = tally.borrow_mut();
+                fail(&mut t, e);
+                t.in_flight -= 1;
+                return;
+            }
+            Err(_) => {
+                let mut t = tally.borrow_mut();
+                fail(&mut t, "connect timeout".into());
+                t.in_flight -= 1;
+                return;
+            }
+        },
+    };
+    let sent = now_us();
+    let mark = Mark {
+        phase: cfg.phase,
+        seq,
+        sent_us: sent,
+    };
+    let req = request(&cfg, &payload(mark, cfg.pad));
+    let outcome = timeout(cfg.timeout, exchange(&mut conn.tcp, &mut conn.buf, &req)).await;
+    let mut t = tally.borrow_mut();
+    t.in_flight -= 1;
+    match outcome {
+        Ok(Ok((status, close))) => {
+            if (200..300).contains(&status) {
+                t.ok += 1;
+                t.lat.record(now_us() - sent);
+            } else {
+                fail(&mut t, format!("status {status}"));
+            }
+            if !close {
+                t.idle.push(conn);
+            }
+        }
+        Ok(Err(e)) => fail(&mut t, e),
+        Err(_) => fail(&mut t, "timeout".into()),
+    }
+}
+
+/// Open loop: each event is sent at its scheduled time whatever the
+/// responses to earlier ones are doing (a slow publish response must not
+/// lower the offered rate, nor hide the delay it causes). An idle
+/// connection is reused first, so a system that answers promptly sees one
+/// connection and strictly sequential publishes; more (up to `max-conns`)
+/// are opened only while earlier requests are still unanswered.
+async fn publish(cfg: Rc<Config>) -> String {
     let cpu0 = cpu_seconds();
-    let mut conn: Option<TcpStream> = None;
-    let mut buf = Vec::new();
-    let mut lat = Hist::default();
-    let (mut ok, mut errors, mut max_lag, mut connects) = (0u64, 0u64, 0u64, 0u64);
-    let mut last_error = String::new();
+    let tally = Rc::new(RefCell::new(Tally::default()));
+    let mut max_lag = 0u64;
     let start = Instant::now();
     let start_us = now_us();
     for seq in 0..cfg.count {
-        if errors >= cfg.max_errors {
+        if tally.borrow().errors >= cfg.max_errors {
             break;
         }
         let due = start + Duration::from_secs_f64(seq as f64 / cfg.rate);
         sleep_until(due).await;
+        // every connection busy: wait (bounded) for one to come free
+        let give_up = Instant::now() + cfg.timeout;
+        while tally.borrow().idle.is_empty()
+            && tally.borrow().in_flight >= cfg.max_conns
+            && Instant::now() < give_up
+        {
+            sleep(Duration::from_micros(200)).await;
+        }
         max_lag = max_lag.max(Instant::now().duration_since(due).as_micros() as u64);
-        if conn.is_none() {
-            match timeout(cfg.timeout, connect(cfg.addr)).await {
-                Ok(Ok(c)) => {
-                    connects += 1;
-                    conn = Some(c);
-                    buf.clear();
-                }
-                Ok(Err(e)) => {
-                    errors += 1;
-                    last_error = e;
-                    continue;
-                }
-                Err(_) => {
-                    errors += 1;
-                    last_error = "connect timeout".into();
-                    continue;
-                }
-            }
-        }
-        let sent = now_us();
-        let req = request(
-            cfg,
-            &payload(
-                Mark {
-                    phase: cfg.phase,
-                    seq,
-                    sent_us: sent,
-                },
-                cfg.pad,
-            ),
-        );
-        let tcp = conn.as_mut().expect("connected above");
-        match timeout(cfg.timeout, exchange(tcp, &mut buf, &req)).await {
-            Ok(Ok((status, close))) => {
-                if (200..300).contains(&status) {
-                    ok += 1;
-                    lat.record(now_us() - sent);
-                } else {
-                    errors += 1;
-                    last_error = format!("status {status}");
-                }
-                if close {
-                    conn = None;
-                }
-            }
-            Ok(Err(e)) => {
-                errors += 1;
-                last_error = e;
-                conn = None;
-            }
-            Err(_) => {
-                errors += 1;
-                last_error = "timeout".into();
-                conn = None;
-            }
-        }
+        let conn = {
+            let mut t = tally.borrow_mut();
+            t.in_flight += 1;
+            t.max_in_flight = t.max_in_flight.max(t.in_flight);
+            t.idle.pop()
+        };
+        tokio::task::spawn_local(send_one(cfg.clone(), tally.clone(), conn, seq));
+        tokio::task::yield_now().await;
+    }
+    let give_up = Instant::now() + cfg.timeout;
+    while tally.borrow().in_flight > 0 && Instant::now() < give_up {
+        sleep(Duration::from_millis(1)).await;
     }
     let end_us = now_us();
     let secs = (end_us - start_us) as f64 / 1e6;
+    let t = tally.borrow();
     Obj::new()
         .str("type", "published")
         .num("phase", cfg.phase)
         .num("count", cfg.count)
-        .num("published", ok)
-        .num("errors", errors)
-        .num("connections", connects)
-        .str("last_error", &last_error)
+        .num("published", t.ok)
+        .num("errors", t.errors)
+        .num("connections", t.connects)
+        .num("max_in_flight", t.max_in_flight)
+        .str("last_error", &t.last_error)
         .float("rate", cfg.rate)
         .float(
             "achieved_rate",
-            if secs > 0.0 { ok as f64 / secs } else { 0.0 },
+            if secs > 0.0 { t.ok as f64 / secs } else { 0.0 },
         )
         .num("start_us", start_us)
         .num("end_us", end_us)
         .num("max_lag_us", max_lag)
-        .num("publish_p50_us", lat.quantile(0.5))
-        .num("publish_p99_us", lat.quantile(0.99))
-        .num("publish_max_us", lat.max)
+        .num("publish_p50_us", t.lat.quantile(0.5))
+        .num("publish_p99_us", t.lat.quantile(0.99))
+        .num("publish_max_us", t.lat.max)
         .float("cpu_s", cpu_seconds() - cpu0)
         .done()
 }
@@ -267,7 +318,8 @@ pub fn run(a: &Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let line = rt.block_on(publish(&cfg));
+    let local = tokio::task::LocalSet::new();
+    let line = local.block_on(&rt, publish(Rc::new(cfg)));
     println!("{line}");
     Ok(())
 }
