@@ -168,6 +168,7 @@ def run_phase(loadgen, system, subs, phase, count, rate, wait_s):
         "delivered_pct": 100.0 * delivered / expected if expected else 0.0,
         "duplicates": sum(r["duplicates"] for r in reports),
         "out_of_order": sum(r["out_of_order"] for r in reports),
+        "reordered_concurrent": sum(r["reordered_concurrent"] for r in reports),
         "stale": sum(r["stale"] + r["beyond"] for r in reports),
         "streams_closed": sum(r["closed_incomplete"] for r in reports),
         "close_reasons": closes,

@@ -119,6 +119,8 @@ def main(argv):
     ap.add_argument("--scenarios", default=SCENARIOS, help="any of abcdef")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the temporary directory (configs and logs of every system)")
     args = ap.parse_args(argv)
     names = [s for s in args.systems.split(",") if s]
     bad = [s for s in names if s not in report.SYSTEMS] + \
@@ -174,7 +176,10 @@ def main(argv):
     meta["duration_min"] = (datetime.datetime.now(datetime.timezone.utc) - started).seconds / 60
     meta["loadavg_end"] = loadavg()
     meta["plan"] = {k: v for k, v in vars(plan).items()}
-    meta["work_dir"] = work
+    if args.keep:
+        log(f"configs and logs kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     write_outputs(args.out, "quick" if args.quick else "full", results, meta,
                   update_md=not args.quick and names == report.SYSTEMS
                   and args.scenarios == SCENARIOS)

@@ -65,7 +65,9 @@ def fanout_table(res, key):
             continue
         rows.append([f"**{name}**", f(r["streams"]), f(r["expected"]),
                      f"{f(r['delivered'])} ({r['delivered_pct']:.2f}%)", f(r["duplicates"]),
-                     f(r["out_of_order"]), f(r["p50_ms"], 2), f(r["p99_ms"], 2),
+                     f(r["out_of_order"]) + (f" (+{f(r['reordered_concurrent'])} concurrent)"
+                                             if r.get("reordered_concurrent") else ""),
+                     f(r["p50_ms"], 2), f(r["p99_ms"], 2),
                      f(r["max_ms"], 1), f(r["delivered_per_s"], 0),
                      f"{f(r['publish_rate'], 1)} ({f(r['publish_p99_ms'], 1)})",
                      f(r["sut_cpu_s"], 2), f(r["sut_cpu_us_per_delivery"], 1),
@@ -114,7 +116,7 @@ def saturation_table(res):
 
 def passthrough_table(res):
     head = ["target", "req/s", "p50 ms", "p99 ms", "ratio to direct", "non-2xx",
-            "proxy CPU s", "origin CPU s", "wrk CPU s"]
+            "proxy CPU s", "proxy CPU µs / request", "origin CPU s", "wrk CPU s"]
     rows = []
     for name in ["direct"] + SYSTEMS:
         r = res.get("f", {}).get(name)
@@ -127,6 +129,7 @@ def passthrough_table(res):
         rows.append([f"**{label}**", f(r["req_per_s"], 0), f(r["p50_ms"], 2), f(r["p99_ms"], 2),
                      f(r["ratio"], 2), f(r["non_2xx"]),
                      "–" if name == "direct" else f(r["sut_cpu_s"], 1),
+                     "–" if name == "direct" else f(r.get("proxy_cpu_us_per_request"), 0),
                      f(r["origin_cpu_s"], 1), f(r["gen_cpu_s"], 1)])
     return table(head, rows)
 
@@ -172,9 +175,13 @@ def targets(res):
     peers = [_get(res, "e", n, "held_rate") for n in ("nchan", "pushpin")]
     if _get(res, "e", "sidecast", "steps") is not None:
         best_peer = max([p or 0 for p in peers], default=0)
-        out.append(("saturation at 10k streams ≥ 2× the best peer",
-                    f"{f(sc)} ev/s vs best peer {f(best_peer)} ev/s",
-                    sc is not None and sc >= 2 * best_peer))
+        if sc is None and best_peer == 0:
+            out.append(("saturation at 10k streams ≥ 2× the best peer",
+                        "no system held even the lowest rate", None))
+        else:
+            out.append(("saturation at 10k streams ≥ 2× the best peer",
+                        f"{f(sc)} ev/s vs best peer {f(best_peer)} ev/s",
+                        sc is not None and sc >= 2 * best_peer))
     sp = _get(res, "f", "sidecast", "req_per_s")
     ng = _get(res, "f", "nchan", "req_per_s")
     if sp is not None and ng is not None:
@@ -184,7 +191,8 @@ def targets(res):
 
 
 def targets_table(res):
-    rows = [[t, m, "**met**" if ok else "**missed**"] for t, m, ok in targets(res)]
+    word = {True: "**met**", False: "**missed**", None: "not shown"}
+    rows = [[t, m, word[ok]] for t, m, ok in targets(res)]
     return table(["target (sidecast)", "measured", ""], rows)
 
 

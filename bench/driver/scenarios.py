@@ -24,7 +24,7 @@ class Plan:
             self.ten_k = dict(streams=1000, procs=2)
             self.c = dict(count=20, rate=10)
             self.d = dict(streams=2000, procs=2)
-            self.sat_rates = [10, 30, 100, 300, 1000]
+            self.sat_rates = [1, 10, 30, 100, 300, 1000]
             self.sat_step_s = 2
             self.settle_s = 1
             self.wait_s = 5
@@ -34,8 +34,8 @@ class Plan:
             self.ten_k = dict(streams=10_000, procs=4)
             self.c = dict(count=100, rate=10)
             self.d = dict(streams=19_500, procs=4)
-            self.sat_rates = [10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000,
-                              1500, 2000, 3000, 5000]
+            self.sat_rates = [1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
+                              1000, 1500, 2000, 3000, 5000]
             self.sat_step_s = 5
             self.settle_s = 5
             self.wait_s = 10
@@ -213,4 +213,6 @@ def run_passthrough(ctx, origin, systems, results):
     for r in out.values():
         if "error" in r:
             continue
+        done = (r["req_per_s"] or 0) * r["duration_s"]
+        r["proxy_cpu_us_per_request"] = 1e6 * r["sut_cpu_s"] / done if done else None
         r["ratio"] = r["req_per_s"] / direct if direct and r["req_per_s"] else None

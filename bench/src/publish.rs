@@ -185,6 +185,20 @@ struct Tally {
     lat: Hist,
     /// Connections free for the next request, most recently used last.
     idle: Vec<Conn>,
+    /// Which publishes are finished (answered or failed)...
+    done: Vec<bool>,
+    /// ...and how many from the first on are all finished.
+    floor: u32,
+}
+
+impl Tally {
+    fn finish(&mut self, seq: u32) {
+        self.in_flight -= 1;
+        self.done[seq as usize] = true;
+        while self.done.get(self.floor as usize) == Some(&true) {
+            self.floor += 1;
+        }
+    }
 }
 
 /// Sends one event on `conn` (opening one when `None`) and tallies the
@@ -207,13 +221,13 @@ async fn send_one(cfg: Rc<Config>, tally: Rc<RefCell<Tally>>, conn: Option<Conn>
             Ok(Err(e)) => {
                 let mut t = tally.borrow_mut();
                 fail(&mut t, e);
-                t.in_flight -= 1;
+                t.finish(seq);
                 return;
             }
             Err(_) => {
                 let mut t = tally.borrow_mut();
                 fail(&mut t, "connect timeout".into());
-                t.in_flight -= 1;
+                t.finish(seq);
                 return;
             }
         },
@@ -222,12 +236,13 @@ async fn send_one(cfg: Rc<Config>, tally: Rc<RefCell<Tally>>, conn: Option<Conn>
     let mark = Mark {
         phase: cfg.phase,
         seq,
+        floor: tally.borrow().floor,
         sent_us: sent,
     };
     let req = request(&cfg, &payload(mark, cfg.pad));
     let outcome = timeout(cfg.timeout, exchange(&mut conn.tcp, &mut conn.buf, &req)).await;
     let mut t = tally.borrow_mut();
-    t.in_flight -= 1;
+    t.finish(seq);
     match outcome {
         Ok(Ok((status, close))) => {
             if (200..300).contains(&status) {
@@ -253,7 +268,10 @@ async fn send_one(cfg: Rc<Config>, tally: Rc<RefCell<Tally>>, conn: Option<Conn>
 /// are opened only while earlier requests are still unanswered.
 async fn publish(cfg: Rc<Config>) -> String {
     let cpu0 = cpu_seconds();
-    let tally = Rc::new(RefCell::new(Tally::default()));
+    let tally = Rc::new(RefCell::new(Tally {
+        done: vec![false; cfg.count as usize],
+        ..Tally::default()
+    }));
     let mut max_lag = 0u64;
     let start = Instant::now();
     let start_us = now_us();

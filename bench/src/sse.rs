@@ -87,18 +87,23 @@ impl Sse {
     }
 }
 
-/// One benchmark event: phase, sequence number within the phase, and the
-/// publisher's CLOCK_MONOTONIC send time in microseconds.
+/// One benchmark event: phase, sequence number within the phase, the
+/// publisher's CLOCK_MONOTONIC send time in microseconds, and `floor`: every
+/// event numbered below it had been accepted (its publish answered) before
+/// this one was sent, so each of them must reach a stream before this one.
+/// Events published concurrently (neither answered before the other was
+/// sent) have no order a system must keep.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub struct Mark {
     pub phase: u32,
     pub seq: u32,
+    pub floor: u32,
     pub sent_us: u64,
 }
 
 /// The payload text for a mark, padded with `x` to at least `pad` bytes.
 pub fn payload(m: Mark, pad: usize) -> String {
-    let mut s = format!("p={} s={} t={}", m.phase, m.seq, m.sent_us);
+    let mut s = format!("p={} s={} f={} t={}", m.phase, m.seq, m.floor, m.sent_us);
     if s.len() < pad {
         s.push(' ');
         while s.len() < pad {
@@ -125,6 +130,7 @@ pub fn parse_mark(data: &[u8]) -> Option<Mark> {
     Some(Mark {
         phase: field(data, b"p=")? as u32,
         seq: field(data, b"s=")? as u32,
+        floor: field(data, b"f=")? as u32,
         sent_us: field(data, b"t=")?,
     })
 }
@@ -159,6 +165,7 @@ mod tests {
         let m = Mark {
             phase: 3,
             seq: 41,
+            floor: 40,
             sent_us: 123456789,
         };
         assert_eq!(parse_mark(payload(m, 0).as_bytes()), Some(m));

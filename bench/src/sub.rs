@@ -97,6 +97,9 @@ struct Track {
     seen: Vec<u64>,
     got: u32,
     max_seq: Option<u32>,
+    /// Highest `floor` of the events received: events numbered below it
+    /// must not arrive any more.
+    max_floor: u32,
 }
 
 /// Everything the streams and the controller share (one thread: RefCell).
@@ -117,7 +120,11 @@ struct State {
     closed_incomplete: usize,
     delivered: u64,
     duplicates: u64,
+    /// Arrived after an event published once this one was accepted.
     out_of_order: u64,
+    /// Arrived after a higher-numbered event published concurrently with it
+    /// (not an ordering fault: the system never saw one before the other).
+    reordered: u64,
     beyond: u64,
     stale: u64,
     unparsed: u64,
@@ -144,6 +151,7 @@ impl State {
             t.seen = vec![0; (expected as usize).div_ceil(64)];
             t.got = 0;
             t.max_seq = None;
+            t.max_floor = 0;
         }
         let (w, b) = ((m.seq / 64) as usize, 1u64 << (m.seq % 64));
         if t.seen[w] & b != 0 {
@@ -152,9 +160,12 @@ impl State {
         }
         t.seen[w] |= b;
         t.got += 1;
-        if t.max_seq.is_some_and(|mx| m.seq < mx) {
+        if m.seq < t.max_floor {
             self.out_of_order += 1;
+        } else if t.max_seq.is_some_and(|mx| m.seq < mx) {
+            self.reordered += 1;
         }
+        t.max_floor = t.max_floor.max(m.floor);
         t.max_seq = Some(t.max_seq.map_or(m.seq, |mx| mx.max(m.seq)));
         let done = t.got == expected;
         self.delivered += 1;
@@ -190,6 +201,7 @@ impl State {
         self.delivered = 0;
         self.duplicates = 0;
         self.out_of_order = 0;
+        self.reordered = 0;
         self.beyond = 0;
         self.stale = 0;
         self.unparsed = 0;
@@ -339,6 +351,7 @@ fn report(st: &State, waited: Duration) -> String {
         .num("closed_incomplete", st.closed_incomplete)
         .num("duplicates", st.duplicates)
         .num("out_of_order", st.out_of_order)
+        .num("reordered_concurrent", st.reordered)
         .num("beyond", st.beyond)
         .num("stale", st.stale)
         .num("unparsed", st.unparsed)
@@ -466,4 +479,62 @@ pub fn run(a: &Args) -> Result<(), String> {
     });
     // Exiting closes every socket at once; no need to unwind the tasks.
     std::process::exit(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(seq: u32, floor: u32) -> Mark {
+        Mark {
+            phase: 1,
+            seq,
+            floor,
+            sent_us: 0,
+        }
+    }
+
+    fn state(expected: u32) -> State {
+        let mut st = State {
+            tracks: vec![Track {
+                open: true,
+                ..Track::default()
+            }],
+            open: 1,
+            ..State::default()
+        };
+        st.begin(1, expected);
+        st
+    }
+
+    #[test]
+    fn counts_duplicates_and_causal_order_apart_from_concurrent_swaps() {
+        let mut st = state(5);
+        // 0 and 1 were published concurrently (floor 0): a swap is no fault
+        st.on_mark(0, mark(1, 0), 10);
+        st.on_mark(0, mark(0, 0), 10);
+        // 3 was sent after 2 was accepted (floor 3): 2 arriving late is
+        st.on_mark(0, mark(3, 3), 10);
+        st.on_mark(0, mark(2, 2), 10);
+        st.on_mark(0, mark(2, 2), 10);
+        st.on_mark(0, mark(4, 4), 10);
+        st.on_mark(0, mark(9, 4), 10);
+        assert_eq!(st.delivered, 5);
+        assert_eq!(st.reordered, 1);
+        assert_eq!(st.out_of_order, 1);
+        assert_eq!(st.duplicates, 1);
+        assert_eq!(st.beyond, 1);
+        assert_eq!(st.complete, 1);
+        assert!(st.settled());
+    }
+
+    #[test]
+    fn a_stream_closed_before_completing_settles_the_phase() {
+        let mut st = state(2);
+        st.on_mark(0, mark(0, 0), 10);
+        assert!(!st.settled());
+        st.on_close(0, "closed by server".into());
+        assert!(st.settled());
+        assert_eq!(st.closed_incomplete, 1);
+    }
 }
