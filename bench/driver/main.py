@@ -92,7 +92,8 @@ def write_outputs(out_dir, name, results, meta, update_md):
     with open(os.path.join(out_dir, f"{name}.md"), "w") as fh:
         fh.write(md)
     title = (f"sidecast vs nchan vs Pushpin, {meta['nproc']} cores, "
-             f"{meta['started'][:10]} ({'quick' if meta['quick'] else 'full'} run)")
+             f"{meta['started'][:10]} ({'quick' if meta['quick'] else 'full'} run, "
+             f"1-min load average {meta['loadavg']} at the start)")
     with open(os.path.join(out_dir, f"{name}.svg"), "w") as fh:
         fh.write(report.svg(results, meta["plan"], title))
     if update_md:
