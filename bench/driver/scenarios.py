@@ -41,6 +41,9 @@ class Plan:
             self.wait_s = 10
             self.wrk_s = 10
         self.sat_max_events = 25_000
+        # the ladder stops here even if every step held, so a full run stays
+        # within about 25 minutes
+        self.sat_budget_s = 60 if quick else 240
         self.connect_timeout = 240
 
 
@@ -108,7 +111,11 @@ def held(r, rate):
 
 def _saturation(ctx, system, subs, opening):
     steps, best = [], None
+    budget_end = time.monotonic() + ctx.plan.sat_budget_s
     for rate in ctx.plan.sat_rates:
+        if time.monotonic() > budget_end:
+            ctx.log(f"  {system.name}: saturation time budget spent; stopping at {best}/s")
+            break
         count = min(int(rate * ctx.plan.sat_step_s), ctx.plan.sat_max_events)
         r = run_phase(ctx.loadgen, system, subs, ctx.next_phase(), count, rate,
                       ctx.plan.wait_s)
