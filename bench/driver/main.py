@@ -1,0 +1,188 @@
+"""bench/run: builds sidecast and the load generator, starts sidecast, nchan
+and Pushpin on loopback one after the other, runs the scenarios against
+each, and writes JSON, Markdown tables and an SVG plot."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from . import report
+from .scenarios import SCENARIOS, Ctx, Plan, run_passthrough, run_streams
+from .systems import Nchan, Origin, Pushpin, Sidecast
+
+BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(BENCH)
+MARK_BEGIN = "<!-- results:begin (written by bench/run) -->"
+MARK_END = "<!-- results:end -->"
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def ensure_packages():
+    """Installs the peers and wrk from Debian when missing."""
+    want = {"nginx": shutil.which("nginx"),
+            "libnginx-mod-nchan": os.path.exists("/usr/lib/nginx/modules/ngx_nchan_module.so"),
+            "pushpin": shutil.which("pushpin"), "zurl": shutil.which("zurl"),
+            "wrk": shutil.which("wrk")}
+    missing = [k for k, have in want.items() if not have]
+    if not missing:
+        return
+    log(f"installing {' '.join(missing)}")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(sudo + ["apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run(sudo + ["apt-get", "install", "-y", "-q", "--no-install-recommends"] + missing,
+                   check=True, env=env)
+    # the packages' own services are not used: the harness runs its own instances
+    for svc in ("nginx", "pushpin"):
+        subprocess.run(sudo + ["systemctl", "stop", svc], capture_output=True)
+
+
+def build():
+    log("building sidecast and the load generator (release)")
+    subprocess.run([os.path.join(ROOT, "scripts", "deps"), "build"], check=True, cwd=ROOT)
+    subprocess.run(["cargo", "build", "--release", "--locked"], check=True, cwd=ROOT)
+    subprocess.run(["cargo", "build", "--release", "--locked"], check=True, cwd=BENCH)
+    return (os.path.join(ROOT, "target", "release", "sidecast"),
+            os.path.join(BENCH, "target", "release", "loadgen"))
+
+
+def machine():
+    mem = 0
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) / 1024 / 1024
+    cpu = "?"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "mem_gib": mem, "kernel": platform.release(), "cpu": cpu}
+
+
+def loadavg():
+    with open("/proc/loadavg") as fh:
+        return fh.read().split()[0]
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def write_outputs(out_dir, name, results, meta, update_md):
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as fh:
+        json.dump({"meta": meta, "results": results}, fh, indent=1)
+    md = report.markdown(results, meta)
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as fh:
+        fh.write(md)
+    title = (f"sidecast vs nchan vs Pushpin, {meta['nproc']} cores, "
+             f"{meta['started'][:10]} ({'quick' if meta['quick'] else 'full'} run, "
+             f"1-min load average {meta['loadavg']} at the start)")
+    with open(os.path.join(out_dir, f"{name}.svg"), "w") as fh:
+        fh.write(report.svg(results, meta["plan"], title))
+    if update_md:
+        path = os.path.join(ROOT, "BENCHMARKS.md")
+        with open(path) as fh:
+            text = fh.read()
+        if MARK_BEGIN in text and MARK_END in text:
+            head, rest = text.split(MARK_BEGIN, 1)
+            _, tail = rest.split(MARK_END, 1)
+            with open(path, "w") as fh:
+                fh.write(f"{head}{MARK_BEGIN}\n\n{md}\n{MARK_END}{tail}")
+            log(f"updated {path}")
+    log(f"wrote {out_dir}/{name}.json, .md, .svg")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small counts: a smoke run")
+    ap.add_argument("--systems", default="sidecast,nchan,pushpin")
+    ap.add_argument("--scenarios", default=SCENARIOS, help="any of abcdef")
+    ap.add_argument("--out", default=os.path.join(BENCH, "results"))
+    ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the temporary directory (configs and logs of every system)")
+    args = ap.parse_args(argv)
+    names = [s for s in args.systems.split(",") if s]
+    bad = [s for s in names if s not in report.SYSTEMS] + \
+          [c for c in args.scenarios if c not in SCENARIOS]
+    if bad:
+        ap.error(f"unknown system or scenario: {bad}")
+
+    # a SIGTERM unwinds like Ctrl-C, so every process started is stopped
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    meta = dict(machine(), loadavg=loadavg(), quick=args.quick,
+                command="bench/run" + (" --quick" if args.quick else ""),
+                started=started.strftime("%Y-%m-%d %H:%M UTC"))
+    ensure_packages()
+    if args.no_build:
+        sidecast = os.path.join(ROOT, "target", "release", "sidecast")
+        loadgen = os.path.join(BENCH, "target", "release", "loadgen")
+    else:
+        sidecast, loadgen = build()
+    limit = raise_nofile()
+    log(f"open-file limit {limit}; load average {meta['loadavg']}")
+    plan = Plan(args.quick)
+    if plan.d["streams"] + 200 > limit:
+        plan.d["streams"] = max(limit - 500, 1000)
+    work = tempfile.mkdtemp(prefix="scb-", dir="/tmp")
+    ctx = Ctx(plan, loadgen, work, log)
+    results = {k: {} for k in SCENARIOS}
+    origin = Origin(work)
+    systems = []
+    try:
+        origin.start()
+        by_name = {"sidecast": lambda: Sidecast(work, origin, sidecast,
+                                                max_streams=plan.d["streams"] + 200),
+                   "nchan": lambda: Nchan(work, origin), "pushpin": lambda: Pushpin(work, origin)}
+        systems = [by_name[n]() for n in names]
+        meta["versions"] = {s.name: s.version() for s in systems}
+        meta["notes"] = {s.name: s.notes for s in systems}
+        for s in systems:
+            try:
+                run_streams(ctx, s, args.scenarios, results)
+            except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as e:
+                log(f"{s.name} failed: {e}")
+                for k in "abcde":
+                    if k in args.scenarios:
+                        results[k].setdefault(s.name, {"error": str(e)})
+                s.stop()
+        if "f" in args.scenarios:
+            run_passthrough(ctx, origin, systems, results)
+    finally:
+        for s in systems:
+            s.stop()
+        origin.stop()
+    meta["duration_min"] = (datetime.datetime.now(datetime.timezone.utc) - started).seconds / 60
+    meta["loadavg_end"] = loadavg()
+    meta["plan"] = {k: v for k, v in vars(plan).items()}
+    if args.keep:
+        log(f"configs and logs kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    write_outputs(args.out, "quick" if args.quick else "full", results, meta,
+                  update_md=not args.quick and names == report.SYSTEMS
+                  and args.scenarios == SCENARIOS)
+    print(report.markdown(results, meta))
+    return 0

@@ -1,0 +1,225 @@
+"""The scenarios, run against one system at a time. Each stream group
+starts the system afresh, so that memory per stream is measured from a
+clean baseline and one scenario's leftovers cannot favour the next."""
+
+import re
+import resource
+import subprocess
+import time
+
+from . import proc
+from .load import Subs, run_phase
+
+# (a) idle + one publish, (c) fan-out and (e) saturation share 10,000 streams
+SCENARIOS = "abcdef"
+
+
+class Plan:
+    """Counts and durations of one run (full or --quick)."""
+
+    def __init__(self, quick):
+        self.quick = quick
+        if quick:
+            self.b = dict(streams=200, procs=2, count=40, rate=20)
+            self.ten_k = dict(streams=1000, procs=2)
+            self.c = dict(count=20, rate=10)
+            self.d = dict(streams=2000, procs=2)
+            self.sat_rates = [1, 10, 30, 100, 300, 1000]
+            self.sat_step_s = 2
+            self.settle_s = 1
+            self.wait_s = 5
+            self.wrk_s = 3
+        else:
+            self.b = dict(streams=1000, procs=2, count=200, rate=20)
+            self.ten_k = dict(streams=10_000, procs=4)
+            self.c = dict(count=100, rate=10)
+            self.d = dict(streams=19_500, procs=4)
+            self.sat_rates = [1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
+                              1000, 1500, 2000, 3000, 5000]
+            self.sat_step_s = 5
+            self.settle_s = 5
+            self.wait_s = 10
+            self.wrk_s = 10
+        self.sat_max_events = 25_000
+        # the ladder stops here even if every step held, so a full run stays
+        # within about 25 minutes
+        self.sat_budget_s = 60 if quick else 240
+        self.connect_timeout = 240
+
+
+class Ctx:
+    def __init__(self, plan, loadgen, work, log):
+        self.plan = plan
+        self.loadgen = loadgen
+        self.work = work
+        self.log = log
+        self.phase = 0
+
+    def next_phase(self):
+        self.phase += 1
+        return self.phase
+
+
+def _group(ctx, system, streams, procs, body):
+    """Starts `system`, opens `streams`, runs `body(subs, base_memory)`."""
+    system.start()
+    try:
+        time.sleep(0.5)
+        base = proc.memory_kib(system.pids())
+        cpu0 = proc.cpu_seconds(system.pids())
+        subs = Subs(ctx.loadgen, system, streams, procs, system.dir, ctx.plan.connect_timeout)
+        ctx.log(f"  {system.name}: {subs.established}/{streams} streams open in "
+                f"{subs.connect_s:.1f}s {subs.errors or ''}")
+        opening = {"asked": streams, "established": subs.established,
+                   "connect_s": subs.connect_s, "connect_errors": subs.errors,
+                   "open_sut_cpu_s": proc.cpu_seconds(system.pids()) - cpu0}
+        try:
+            return body(subs, base, opening)
+        finally:
+            subs.close()
+    finally:
+        system.stop()
+
+
+def _idle(ctx, system, subs, base, opening):
+    """Memory per held stream, then one publish to all of them."""
+    time.sleep(ctx.plan.settle_s)
+    open_now = subs.open_now()
+    rss, pss = proc.memory_kib(system.pids())
+    one = run_phase(ctx.loadgen, system, subs, ctx.next_phase(), 1, 1, ctx.plan.wait_s)
+    return dict(opening, open=open_now, rss_base_kib=base[0], rss_kib=rss, pss_kib=pss,
+                rss_per_stream_kib=(rss - base[0]) / open_now if open_now else None,
+                pss_per_stream_kib=(pss - base[1]) / open_now if open_now else None,
+                processes=len(system.pids()), publish=one)
+
+
+def _fanout(ctx, system, subs, count, rate, opening):
+    r = run_phase(ctx.loadgen, system, subs, ctx.next_phase(), count, rate,
+                  ctx.plan.wait_s)
+    ctx.log(f"  {system.name}: {r['delivered']}/{r['expected']} delivered, "
+            f"p99 {r['p99_ms']} ms, ooo {r['out_of_order']}")
+    return dict(opening, **r)
+
+
+def held(r, rate):
+    """Was this saturation step held: all delivered, p99 within 100 ms, and
+    the publish rate reached?"""
+    return (r["expected"] > 0 and r["delivered"] == r["expected"] and r["p99_ms"] is not None
+            and r["p99_ms"] <= 100 and r["publish_errors"] == 0
+            and r["publish_rate"] >= 0.9 * rate)
+
+
+def _saturation(ctx, system, subs, opening):
+    steps, best = [], None
+    budget_end = time.monotonic() + ctx.plan.sat_budget_s
+    for rate in ctx.plan.sat_rates:
+        if time.monotonic() > budget_end:
+            ctx.log(f"  {system.name}: saturation time budget spent; stopping at {best}/s")
+            break
+        count = min(int(rate * ctx.plan.sat_step_s), ctx.plan.sat_max_events)
+        r = run_phase(ctx.loadgen, system, subs, ctx.next_phase(), count, rate,
+                      ctx.plan.wait_s)
+        ok = held(r, rate)
+        r.pop("hist")
+        steps.append(dict(r, held=ok))
+        ctx.log(f"  {system.name}: {rate}/s -> {r['delivered_pct']:.2f}% p99 {r['p99_ms']} ms "
+                f"publish {r['publish_rate']:.0f}/s gen cpu {r['gen_cpu_s']:.1f}s "
+                f"sut cpu {r['sut_cpu_s']:.1f}s {'held' if ok else 'NOT held'}")
+        if not ok:
+            break
+        best = rate
+    return dict(opening, held_rate=best, steps=steps)
+
+
+def run_streams(ctx, system, which, results):
+    """Runs the stream scenarios in `which` against `system`."""
+    p = ctx.plan
+    if "b" in which:
+        ctx.log(f"(b) {system.name}: fan-out {p.b['streams']} x {p.b['count']} at {p.b['rate']}/s")
+        results["b"][system.name] = _group(
+            ctx, system, p.b["streams"], p.b["procs"],
+            lambda subs, base, o: _fanout(ctx, system, subs, p.b["count"], p.b["rate"], o))
+    if any(s in which for s in "ace"):
+        ctx.log(f"(a,c,e) {system.name}: {p.ten_k['streams']} streams")
+
+        def body(subs, base, opening):
+            if "a" in which:
+                results["a"][system.name] = _idle(ctx, system, subs, base, opening)
+                a = results["a"][system.name]
+                ctx.log(f"  {system.name}: RSS/stream {a['rss_per_stream_kib']:.2f} KiB, "
+                        f"one publish p99 {a['publish']['p99_ms']} ms")
+            if "c" in which:
+                results["c"][system.name] = _fanout(ctx, system, subs, p.c["count"],
+                                                    p.c["rate"], opening)
+            if "e" in which:
+                results["e"][system.name] = _saturation(ctx, system, subs, opening)
+
+        _group(ctx, system, p.ten_k["streams"], p.ten_k["procs"], body)
+    if "d" in which:
+        ctx.log(f"(d) {system.name}: {p.d['streams']} idle streams")
+        results["d"][system.name] = _group(
+            ctx, system, p.d["streams"], p.d["procs"],
+            lambda subs, base, o: _idle(ctx, system, subs, base, o))
+        d = results["d"][system.name]
+        ctx.log(f"  {system.name}: RSS/stream {d['rss_per_stream_kib']:.2f} KiB, "
+                f"one publish p99 {d['publish']['p99_ms']} ms")
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def _ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    return float(m.group(1)) * UNITS[m.group(2)] if m else None
+
+
+def wrk(ctx, name, port, pids, origin_pids):
+    """wrk -c64 against 127.0.0.1:port/ with the CPU of every side."""
+    secs = ctx.plan.wrk_s
+    cpu0 = proc.cpu_seconds(pids())
+    ocpu0 = proc.cpu_seconds(origin_pids())
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{secs}s", "--latency",
+                          f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, timeout=secs + 60).stdout
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = {"system": name, "duration_s": secs,
+         "sut_cpu_s": proc.cpu_seconds(pids()) - cpu0,
+         "origin_cpu_s": proc.cpu_seconds(origin_pids()) - ocpu0,
+         "gen_cpu_s": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    r["req_per_s"] = float(m.group(1)) if m else None
+    for q in ("50", "99"):
+        m = re.search(rf"^\s+{q}%\s+(\S+)", out, re.M)
+        r[f"p{q}_ms"] = _ms(m.group(1)) if m else None
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    r["non_2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: (.*)", out)
+    r["socket_errors"] = m.group(1).strip() if m else ""
+    ctx.log(f"  {name}: {r['req_per_s']} req/s p99 {r['p99_ms']} ms "
+            f"(non-2xx {r['non_2xx']}) {r['socket_errors']}")
+    return r
+
+
+def run_passthrough(ctx, origin, systems, results):
+    ctx.log("(f) pass-through: wrk -c64 GET /")
+    out = results["f"]
+    opids = origin.proc.pids
+    out["direct"] = wrk(ctx, "direct", origin.port, lambda: [], opids)
+    for s in systems:
+        try:
+            s.start()
+            time.sleep(0.5)
+            out[s.name] = wrk(ctx, s.name, s.proxy_port, s.pids, opids)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            ctx.log(f"  {s.name} failed: {e}")
+            out[s.name] = {"error": str(e)}
+        finally:
+            s.stop()
+    direct = out["direct"]["req_per_s"] or 0
+    for r in out.values():
+        if "error" in r:
+            continue
+        done = (r["req_per_s"] or 0) * r["duration_s"]
+        r["proxy_cpu_us_per_request"] = 1e6 * r["sut_cpu_s"] / done if done else None
+        r["ratio"] = r["req_per_s"] / direct if direct and r["req_per_s"] else None
