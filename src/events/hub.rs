@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::frame::{Event, NewEvent};
+use super::frame::{Draft, Event, NewEvent};
 use super::queue::{Close, StreamHandle};
 use crate::config::{Config, HistoryPolicy};
 use crate::metrics::Metrics;
@@ -140,6 +140,16 @@ fn drop_front(topic: &mut TopicState, bytes: &mut u64) {
     }
 }
 
+fn expire_topic(topic: &mut TopicState, bytes: &mut u64, now: Instant) {
+    while topic
+        .ring
+        .front()
+        .is_some_and(|e| now.duration_since(e.published) > topic.ttl)
+    {
+        drop_front(topic, bytes);
+    }
+}
+
 impl State {
     fn parse_id(&self, id: &str) -> Result<u64, &'static str> {
         let (epoch, seq) = id.rsplit_once('-').ok_or("malformed id")?;
@@ -153,15 +163,22 @@ impl State {
         Ok(seq)
     }
 
+    /// Drops what has outlived its topic's ttl, in every topic (the
+    /// once-a-second sweep).
     fn expire(&mut self, now: Instant) {
         let State { topics, bytes, .. } = self;
         for t in topics.values_mut() {
-            while t
-                .ring
-                .front()
-                .is_some_and(|e| now.duration_since(e.published) > t.ttl)
-            {
-                drop_front(t, bytes);
+            expire_topic(t, bytes, now);
+        }
+    }
+
+    /// The same for a few topics: what a subscribe or a topic query needs,
+    /// without walking every topic under the lock.
+    fn expire_some(&mut self, names: &[Topic], now: Instant) {
+        let State { topics, bytes, .. } = self;
+        for name in names {
+            if let Some(t) = topics.get_mut(name) {
+                expire_topic(t, bytes, now);
             }
         }
     }
@@ -280,7 +297,7 @@ impl State {
             },
             Start::Earliest | Start::Last(_) => 0,
         };
-        self.expire(Instant::now());
+        self.expire_some(topics, Instant::now());
         let mut events: Vec<Arc<Event>> = Vec::new();
         for t in topics {
             match self.topics.get(t) {
@@ -384,14 +401,16 @@ impl Hub {
         s.enforce_budget();
     }
 
-    /// Assigns ids and delivers a batch, in order.
+    /// Assigns ids and delivers a batch, in order. Each event is framed
+    /// before the lock is taken; under it only its id is written in.
     pub fn publish(&self, batch: &[NewEvent]) -> Vec<String> {
-        let mut s = self.lock();
+        let drafts: Vec<Draft> = batch.iter().map(Draft::new).collect();
         let mut ids = Vec::with_capacity(batch.len());
-        for new in batch {
+        let mut s = self.lock();
+        for draft in drafts {
             let seq = s.last_seq + 1;
             let id = format_id(&s.epoch, seq);
-            let ev = Arc::new(Event::new(seq, &id, new));
+            let ev = Arc::new(Event::from_draft(seq, &id, draft));
             s.deliver(ev, &self.metrics);
             ids.push(id);
         }
@@ -502,7 +521,7 @@ impl Hub {
 
     pub fn topic_info(&self, topic: &Topic) -> Option<TopicInfo> {
         let mut s = self.lock();
-        s.expire(Instant::now());
+        s.expire_some(std::slice::from_ref(topic), Instant::now());
         let epoch = s.epoch.clone();
         let ts = s.topics.get(topic)?;
         (!ts.subs.is_empty() || !ts.ring.is_empty()).then(|| TopicInfo {

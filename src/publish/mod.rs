@@ -250,39 +250,14 @@ impl Publisher {
         json_resp(202, &json!({ "ids": ids }))
     }
 
-    /// Publishes what is new of a checked batch and answers every event's id.
+    /// Publishes what is new of a checked batch and answers every event's
+    /// id; the idempotency check and the publish are one step.
     fn accept(&self, events: Vec<NewEvent>, request_key: Option<String>) -> Vec<String> {
         let window = self.shared.runtime().config.publish.dedupe_window;
         let mut d = self.dedupe.lock().unwrap_or_else(|e| e.into_inner());
-        d.expire(Instant::now());
-        if let Some(ids) = request_key.as_ref().and_then(|k| d.request(k)) {
-            return ids.clone();
-        }
-        let mut ids: Vec<Option<String>> = events
-            .iter()
-            .map(|e| e.idempotency_key.as_ref().and_then(|k| d.event(k).cloned()))
-            .collect();
-        let fresh: Vec<NewEvent> = events
-            .iter()
-            .zip(&ids)
-            .filter(|(_, id)| id.is_none())
-            .map(|(e, _)| e.clone())
-            .collect();
-        let mut new_ids = self.shared.hub.publish(&fresh).into_iter();
-        for (e, slot) in events.iter().zip(ids.iter_mut()) {
-            if slot.is_none() {
-                let id = new_ids.next().unwrap_or_default();
-                if let Some(k) = &e.idempotency_key {
-                    d.remember_event(k.clone(), id.clone(), window);
-                }
-                *slot = Some(id);
-            }
-        }
-        let ids: Vec<String> = ids.into_iter().map(Option::unwrap_or_default).collect();
-        if let Some(k) = request_key {
-            d.remember_request(k, ids.clone(), window);
-        }
-        ids
+        d.accept(events, request_key, window, Instant::now(), |fresh| {
+            self.shared.hub.publish(fresh)
+        })
     }
 
     async fn disconnect(&self, req: Request<Incoming>, caller: Caller) -> Resp {
