@@ -630,17 +630,20 @@ proptest! {
             None => prop_assert_eq!(ids(&o.replay), expected),
             Some(_) => {
                 prop_assert!(o.replay.is_empty());
-                // A reset only where an event of these topics after the id
-                // is gone (whoever it was for).
+                // A reset only where some topic of the stream no longer
+                // holds one of its events after the id (history is kept per
+                // topic; whoever the event was for).
                 let s = h.lock();
-                let held: Vec<u64> = topics_of(client_mask)
-                    .iter()
-                    .filter_map(|n| s.topics.get(&t(n)))
-                    .flat_map(|ts| ts.ring.iter().map(|e| e.seq))
-                    .collect();
-                let gone = published[i + 1..].iter().enumerate().any(|(k, (_, m, _))| {
-                    let seq = (i + 2 + k) as u64;
-                    m & client_mask != 0 && !held.contains(&seq)
+                let gone = (0..3).filter(|k| client_mask & (1 << k) != 0).any(|k| {
+                    let held: Vec<u64> = s
+                        .topics
+                        .get(&t(TOPICS[k]))
+                        .map(|ts| ts.ring.iter().map(|e| e.seq).collect())
+                        .unwrap_or_default();
+                    published[i + 1..].iter().enumerate().any(|(j, (_, m, _))| {
+                        let seq = (i + 2 + j) as u64;
+                        m & (1 << k) != 0 && !held.contains(&seq)
+                    })
                 });
                 prop_assert!(gone, "a reset although every event after the id is held");
             }
@@ -653,4 +656,56 @@ proptest! {
         check_bounds(&h);
         prop_assert_eq!(h.history_bytes(), 0);
     }
+}
+
+/// A topic forgotten (no streams, nothing held) must not make another
+/// topic's client reset: eviction is remembered per topic.
+#[test]
+fn a_forgotten_topic_does_not_reset_the_clients_of_others() {
+    let mut l = roomy();
+    l.policies = vec![HistoryPolicy {
+        pattern: crate::topic::Pattern::parse("typing/**").unwrap(),
+        size: 0,
+        ttl: Duration::from_secs(3600),
+    }];
+    let h = hub(l);
+    let (s, _) = sub(&h, &["room", "user/alice"], Some("alice"), Start::New);
+    let last = publish(&h, &["room"], "hello");
+    assert_eq!(ids(&queued(&s).0), vec![last.clone()]);
+    h.unsubscribe(&s);
+    // Events nobody keeps, on a topic nobody listens to: forgotten at once.
+    publish(&h, &["typing/bob"], "...");
+    h.sweep();
+    let mine = publish(&h, &["user/alice"], "for alice");
+    let (_, o) = sub(
+        &h,
+        &["room", "user/alice"],
+        Some("alice"),
+        Start::After(last.clone()),
+    );
+    assert_eq!(o.reset, None);
+    assert_eq!(ids(&o.replay), vec![mine]);
+
+    // The same where alice's own topic is gone when she comes back.
+    let h = hub(roomy());
+    let (s, _) = sub(&h, &["room", "user/alice"], Some("alice"), Start::New);
+    let last = publish(&h, &["room"], "hello");
+    h.unsubscribe(&s);
+    drop(queued(&s));
+    let gone = publish(&h, &["user/carol"], "soon evicted");
+    h.lock().expire(Instant::now() + Duration::from_secs(3601));
+    h.sweep();
+    assert!(h.topic_info(&t("user/carol")).is_none());
+    let (_, o) = sub(
+        &h,
+        &["room", "user/alice"],
+        Some("alice"),
+        Start::After(last.clone()),
+    );
+    assert_eq!(o.reset, None, "nothing of alice's topics was lost");
+    // ...while carol, whose event expired, is told.
+    let (_, o) = sub(&h, &["user/carol"], Some("carol"), Start::After(last));
+    assert!(o.reset.is_some());
+    let (_, o) = sub(&h, &["user/carol"], Some("carol"), Start::After(gone));
+    assert_eq!(o.reset, None);
 }
