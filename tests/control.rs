@@ -344,3 +344,42 @@ async fn history_policies_per_pattern_and_reload() {
     assert_eq!(got, ["price 7", "price 8", "price 9"]);
     assert_eq!(topic_info(&sc, "chat").await.1["held"], 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_poll_is_told_of_a_disconnect() {
+    let (_up, sc) = start("").await;
+    let token = sc.token("alice", &["x"]);
+    let mark = sc.publish_one("x", "mark").await;
+    let waiting = {
+        let (public, token) = (sc.public.clone(), token.clone());
+        tokio::spawn(async move {
+            let auth = format!("Bearer {token}");
+            support::http::request(
+                &public,
+                "GET",
+                &format!("/events?topic=x&mode=poll&lastEventId={mark}"),
+                &[("Authorization", &auth)],
+                b"",
+            )
+            .await
+        })
+    };
+    eventually("the poll waits", || async {
+        streams_on(&sc, "x").await == 1
+    })
+    .await;
+    let r = disconnect(
+        &sc,
+        r#"{"user": "alice", "reason": "banned", "reconnect": false}"#,
+    )
+    .await;
+    assert_eq!(r.json(), json!({"closed": 1}));
+    let r = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    assert_eq!(r.status, 200);
+    let items = r.json();
+    assert_eq!(items.as_array().unwrap().len(), 1, "{items}");
+    assert_eq!(items[0]["event"], "sidecast.disconnect");
+    let data: serde_json::Value = serde_json::from_str(items[0]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data, json!({"reason": "banned", "reconnect": false}));
+    assert_eq!(r.header("last-event-id"), items[0]["id"].as_str());
+}

@@ -378,8 +378,20 @@ async fn idempotency_keys_answer_the_first_ids_and_publish_once() {
     )
     .await;
     assert_error(&bad, 400, "Idempotency-Key");
+    // A key repeated inside one batch: published once, both answer its id.
+    let twice = ids_of(
+        &publish_json(
+            &sc,
+            &json!([
+                {"topic": "i", "data": "dup", "idempotency_key": "order-3"},
+                {"topic": "i", "data": "dup again", "idempotency_key": "order-3"},
+            ]),
+        )
+        .await,
+    );
+    assert_eq!(twice[0], twice[1]);
     let marker = sc.publish_one("i", "marker").await;
-    let got = s.events(5).await;
+    let got = s.events(6).await;
     let got: Vec<(String, String)> = got
         .into_iter()
         .map(|b| (b.id.unwrap(), b.data.unwrap()))
@@ -389,6 +401,7 @@ async fn idempotency_keys_answer_the_first_ids_and_publish_once() {
         (batch[1].clone(), "new".to_owned()),
         (r1[0].clone(), "req".to_owned()),
         (r1[1].clone(), "req".to_owned()),
+        (twice[0].clone(), "dup".to_owned()),
         (marker, "marker".to_owned()),
     ];
     assert_eq!(got, want);
