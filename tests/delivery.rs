@@ -668,3 +668,53 @@ async fn long_poll_returns_events_times_out_and_pages() {
     );
     assert_eq!(p.next, paged[1499]);
 }
+
+/// HTTP/1.0 has no chunked encoding: the same frames, unwrapped, replay
+/// and live alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_stream_replays_and_goes_on_without_chunks() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_up, sc) = start("").await;
+    let token = sc.token("alice", &["a"]);
+    let mark = sc.publish_one("a", "mark").await;
+    let missed = sc.publish_one("a", "missed\nin two lines").await;
+    let mut io = tokio::net::TcpStream::connect(&sc.public).await.unwrap();
+    let req = format!(
+        "GET /events?topic=a HTTP/1.0\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\nLast-Event-ID: {mark}\r\n\r\n"
+    );
+    io.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut live = None;
+    let deadline = Instant::now() + WAIT;
+    while !String::from_utf8_lossy(&raw).contains("data: live\n\n") {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&raw)
+        );
+        if live.is_none() && String::from_utf8_lossy(&raw).contains("in two lines\n\n") {
+            live = Some(sc.publish_one("a", "live").await);
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, io.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    let live = live.unwrap();
+    assert!(
+        body.ends_with(&format!(
+            "id: {missed}\ndata: missed\ndata: in two lines\n\nid: {live}\ndata: live\n\n"
+        )),
+        "{body:?}"
+    );
+}

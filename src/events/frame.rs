@@ -154,6 +154,15 @@ impl Event {
         }
     }
 
+    /// The same bytes as [`Event::wire`], borrowed.
+    pub fn bytes(&self, chunked: bool) -> &[u8] {
+        if chunked {
+            &self.chunk
+        } else {
+            &self.chunk[self.start as usize..self.chunk.len() - 2]
+        }
+    }
+
     /// The SSE text of the event alone.
     pub fn sse(&self) -> Bytes {
         self.chunk.slice(self.start as usize..self.chunk.len() - 2)
@@ -306,6 +315,8 @@ mod tests {
         assert_eq!(&e.sse()[..], &sse[..]);
         assert_eq!(&e.wire(false)[..], &sse[..]);
         assert_eq!(&e.wire(true)[..], &chunked(&sse)[..]);
+        assert_eq!(e.bytes(true), &e.wire(true)[..]);
+        assert_eq!(e.bytes(false), &e.wire(false)[..]);
         assert_eq!(e.id(), id);
     }
 
