@@ -453,3 +453,50 @@ async fn require_token_guards_tcp_and_socket() {
     let r = publish_with(&sc, "GET", "/topics/guarded", &[good], b"").await;
     assert_eq!(r.json()["held"], 2);
 }
+
+/// A refusal that comes before the body is read (401, 404) still reads
+/// that body first: a connection closed with unread bytes is reset (on the
+/// Unix socket the client's next write fails at once), and the client could
+/// lose the answer that says what was wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_refusal_reaches_a_client_that_sends_its_body_late() {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    async fn late_body<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO, path: &str) -> String {
+        let body = br#"{"topic": "late", "data": "x"}"#;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        io.write_all(head.as_bytes()).await.unwrap();
+        io.write_all(&body[..10]).await.unwrap();
+        // The rest of the body comes late (the condition under test).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rest = io.write_all(&body[10..]).await;
+        assert!(rest.is_ok(), "{path}: the connection was reset: {rest:?}");
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(WAIT, io.read_to_end(&mut out))
+            .await
+            .unwrap();
+        assert!(read.is_ok(), "{path}: {read:?}");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    let dir = support::temp_dir("late");
+    let sock = dir.join("publish.sock");
+    let (_up, sc) = start_with(|o| {
+        socket_opts(o, &sock, "0600");
+        o.extra = "[publish]\nrequire_token = true\n".into();
+        o.env
+            .push(("SIDECAST_PUBLISH_TOKEN".into(), "publish-secret-xyz".into()));
+    })
+    .await;
+    for (path, status) in [("/publish", "401"), ("/nope", "404")] {
+        let tcp = tokio::net::TcpStream::connect(sc.publish_url())
+            .await
+            .unwrap();
+        let text = late_body(tcp, path).await;
+        assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
+        let unix = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        let text = late_body(unix, path).await;
+        assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
+    }
+}
