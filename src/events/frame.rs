@@ -39,17 +39,106 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
 }
 
-impl Event {
-    /// Frames an event with its id.
-    pub fn new(seq: u64, id: &str, new: &NewEvent) -> Event {
-        let sse = sse_text(id, new.name.as_deref(), new.retry, &new.data);
-        let chunk = chunked(&sse);
-        Event {
-            seq,
+/// Room kept in front of a draft for the chunk-size line and the `id:`
+/// line, written once the id is known.
+const HEADROOM: usize = 96;
+
+/// An event framed but for its id. Everything that costs (copying the
+/// payload, splitting its lines) happens here, outside the hub lock; under
+/// the lock [`Event::from_draft`] only writes the id and the chunk size
+/// into the room kept in front. One allocation per event.
+#[derive(Debug)]
+pub struct Draft {
+    topics: Box<[Topic]>,
+    user: Option<Arc<str>>,
+    name: Option<Box<str>>,
+    /// `HEADROOM` bytes, then the SSE text after the `id:` line, then `\r\n`.
+    buf: BytesMut,
+}
+
+impl Draft {
+    pub fn new(new: &NewEvent) -> Draft {
+        let mut buf = BytesMut::with_capacity(HEADROOM + sse_capacity(new) + 2);
+        buf.put_bytes(0, HEADROOM);
+        sse_body(&mut buf, new.name.as_deref(), new.retry, &new.data);
+        buf.put_slice(b"\r\n");
+        Draft {
             topics: new.topics.clone().into_boxed_slice(),
             user: new.user.as_deref().map(Arc::from),
             name: new.name.as_deref().map(Box::from),
-            start: (chunk.len() - sse.len() - 2) as u16,
+            buf,
+        }
+    }
+}
+
+fn sse_capacity(new: &NewEvent) -> usize {
+    let lines = 1 + new
+        .data
+        .bytes()
+        .filter(|&b| b == b'\n' || b == b'\r')
+        .count();
+    new.data.len() + lines * 7 + new.name.as_ref().map_or(0, |n| n.len() + 8) + 32
+}
+
+/// `n` in lower-case hex, into the end of `out`; how many digits.
+fn hex(mut n: usize, out: &mut [u8; 16]) -> usize {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            return out.len() - i;
+        }
+    }
+}
+
+impl Event {
+    /// Frames an event with its id.
+    pub fn new(seq: u64, id: &str, new: &NewEvent) -> Event {
+        Event::from_draft(seq, id, Draft::new(new))
+    }
+
+    /// Completes a draft with its id: a few bytes written in place.
+    pub fn from_draft(seq: u64, id: &str, draft: Draft) -> Event {
+        let Draft {
+            topics,
+            user,
+            name,
+            mut buf,
+        } = draft;
+        let id_line = if id.is_empty() { 0 } else { id.len() + 5 };
+        let sse_len = id_line + buf.len() - HEADROOM - 2;
+        let mut digits = [0u8; 16];
+        let n = hex(sse_len, &mut digits);
+        let prefix = n + 2 + id_line;
+        let (chunk, start) = if prefix <= HEADROOM {
+            let at = HEADROOM - prefix;
+            let mut w = &mut buf[at..HEADROOM];
+            w.put_slice(&digits[16 - n..]);
+            w.put_slice(b"\r\n");
+            if id_line > 0 {
+                w.put_slice(b"id: ");
+                w.put_slice(id.as_bytes());
+                w.put_u8(b'\n');
+            }
+            let _ = buf.split_to(at);
+            (buf.freeze(), n + 2)
+        } else {
+            // An id longer than the room kept: frame anew (never in practice).
+            let mut sse = BytesMut::with_capacity(sse_len);
+            sse.put_slice(b"id: ");
+            sse.put_slice(id.as_bytes());
+            sse.put_u8(b'\n');
+            sse.put_slice(&buf[HEADROOM..buf.len() - 2]);
+            (chunked(&sse), n + 2)
+        };
+        Event {
+            seq,
+            topics,
+            user,
+            name,
+            start: start as u16,
             chunk,
             published: Instant::now(),
             rings: AtomicU32::new(0),
@@ -62,6 +151,15 @@ impl Event {
             self.chunk.clone()
         } else {
             self.sse()
+        }
+    }
+
+    /// The same bytes as [`Event::wire`], borrowed.
+    pub fn bytes(&self, chunked: bool) -> &[u8] {
+        if chunked {
+            &self.chunk
+        } else {
+            &self.chunk[self.start as usize..self.chunk.len() - 2]
         }
     }
 
@@ -115,13 +213,21 @@ pub fn sse_text(id: &str, name: Option<&str>, retry: Option<u64>, data: &str) ->
         out.put_slice(id.as_bytes());
         out.put_u8(b'\n');
     }
+    sse_body(&mut out, name, retry, data);
+    out
+}
+
+/// The SSE text after the `id:` line.
+fn sse_body(out: &mut BytesMut, name: Option<&str>, retry: Option<u64>, data: &str) {
     if let Some(name) = name {
         out.put_slice(b"event: ");
         out.put_slice(name.as_bytes());
         out.put_u8(b'\n');
     }
     if let Some(retry) = retry {
-        out.put_slice(format!("retry: {retry}\n").as_bytes());
+        out.put_slice(b"retry: ");
+        out.put_slice(retry.to_string().as_bytes());
+        out.put_u8(b'\n');
     }
     let mut rest = data;
     loop {
@@ -140,7 +246,6 @@ pub fn sse_text(id: &str, name: Option<&str>, retry: Option<u64>, data: &str) ->
         rest = &rest[end + skip..];
     }
     out.put_u8(b'\n');
-    out
 }
 
 /// Wraps bytes as one HTTP/1.1 chunk.
@@ -199,5 +304,47 @@ mod tests {
         assert_eq!(e.data(), "a\nb\nc\nd");
         let empty = Event::new(2, "e-2", &new(""));
         assert_eq!(empty.data(), "");
+    }
+
+    /// The framing one writes in place equals the plain framing, whatever
+    /// the id (none, long enough to need the fallback) and payload size
+    /// (chunk sizes of one to several hex digits).
+    fn same_as_plain(id: &str, new: &NewEvent) {
+        let e = Event::new(7, id, new);
+        let sse = sse_text(id, new.name.as_deref(), new.retry, &new.data);
+        assert_eq!(&e.sse()[..], &sse[..]);
+        assert_eq!(&e.wire(false)[..], &sse[..]);
+        assert_eq!(&e.wire(true)[..], &chunked(&sse)[..]);
+        assert_eq!(e.bytes(true), &e.wire(true)[..]);
+        assert_eq!(e.bytes(false), &e.wire(false)[..]);
+        assert_eq!(e.id(), id);
+    }
+
+    #[test]
+    fn drafts_complete_in_place() {
+        for len in [0, 1, 5, 14, 15, 16, 200, 4000, 70_000] {
+            let mut n = new(&"x".repeat(len));
+            same_as_plain("e-1", &n);
+            same_as_plain("", &n);
+            same_as_plain(&"i".repeat(200), &n);
+            n.name = None;
+            n.retry = None;
+            same_as_plain("18f3a9c2b1d0abcd-123456789", &n);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn drafts_frame_like_plain_text(
+            data in "[a-z\r\n]{0,300}",
+            id in "[a-f0-9-]{0,120}",
+            name in proptest::option::of("[a-z.:_-]{1,64}"),
+            retry in proptest::option::of(0u64..100_000),
+        ) {
+            let mut n = new(&data);
+            n.name = name;
+            n.retry = retry;
+            same_as_plain(&id, &n);
+        }
     }
 }

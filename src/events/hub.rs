@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::frame::{Event, NewEvent};
+use super::frame::{Draft, Event, NewEvent};
 use super::queue::{Close, StreamHandle};
 use crate::config::{Config, HistoryPolicy};
 use crate::metrics::Metrics;
 use crate::topic::Topic;
+use forgotten::Forgotten;
 
 /// How a new stream starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,8 +98,8 @@ struct State {
     /// any more are skipped and trimmed).
     fifo: VecDeque<Arc<Event>>,
     bytes: u64,
-    /// Highest `evicted` of topics forgotten entirely.
-    forgotten: u64,
+    /// What topics dropped entirely had lost.
+    forgotten: Forgotten,
     streams: HashMap<u64, Arc<StreamHandle>>,
     limits: Limits,
     generation: u64,
@@ -131,94 +132,7 @@ pub fn new_epoch() -> String {
     format!("{ms:x}{:04x}", fastrand::u16(..))
 }
 
-fn drop_front(topic: &mut TopicState, bytes: &mut u64) {
-    if let Some(ev) = topic.ring.pop_front() {
-        topic.evicted = topic.evicted.max(ev.seq);
-        if ev.rings.fetch_sub(1, Ordering::Relaxed) == 1 {
-            *bytes -= ev.size() as u64;
-        }
-    }
-}
-
 impl State {
-    fn parse_id(&self, id: &str) -> Result<u64, &'static str> {
-        let (epoch, seq) = id.rsplit_once('-').ok_or("malformed id")?;
-        let seq: u64 = seq.parse().map_err(|_| "malformed id")?;
-        if epoch != &*self.epoch {
-            return Err("id from another epoch (a restart or a history reset)");
-        }
-        if seq > self.last_seq {
-            return Err("unknown id");
-        }
-        Ok(seq)
-    }
-
-    fn expire(&mut self, now: Instant) {
-        let State { topics, bytes, .. } = self;
-        for t in topics.values_mut() {
-            while t
-                .ring
-                .front()
-                .is_some_and(|e| now.duration_since(e.published) > t.ttl)
-            {
-                drop_front(t, bytes);
-            }
-        }
-    }
-
-    fn trim_fifo(&mut self) {
-        while self
-            .fifo
-            .front()
-            .is_some_and(|e| e.rings.load(Ordering::Relaxed) == 0)
-        {
-            self.fifo.pop_front();
-        }
-    }
-
-    fn enforce_budget(&mut self) {
-        while self.bytes > self.limits.bytes {
-            let Some(ev) = self.fifo.pop_front() else {
-                break;
-            };
-            for t in ev.topics.iter() {
-                if let Some(ts) = self.topics.get_mut(t) {
-                    if ts.ring.front().is_some_and(|f| Arc::ptr_eq(f, &ev)) {
-                        drop_front(ts, &mut self.bytes);
-                    }
-                }
-            }
-        }
-        self.trim_fifo();
-        if self.fifo.len() > 64
-            && self.fifo.len() > 2 * self.topics.values().map(|t| t.ring.len()).sum::<usize>()
-        {
-            self.fifo.retain(|e| e.rings.load(Ordering::Relaxed) > 0);
-        }
-    }
-
-    fn topic(&mut self, topic: &Topic) -> &mut TopicState {
-        let generation = self.generation;
-        let limits = &self.limits;
-        let forgotten = self.forgotten;
-        let ts = self.topics.entry(topic.clone()).or_insert_with(|| {
-            let (size, ttl) = limits.policy(topic);
-            TopicState {
-                subs: HashMap::new(),
-                ring: VecDeque::new(),
-                evicted: forgotten,
-                size,
-                ttl,
-                generation,
-            }
-        });
-        if ts.generation != generation {
-            (ts.size, ts.ttl) = limits.policy(topic);
-            ts.generation = generation;
-        }
-        ts
-    }
-
     /// History, fan-out and accounting for one event with its seq assigned.
     fn deliver(&mut self, ev: Arc<Event>, metrics: &Metrics) {
         self.last_seq = ev.seq;
@@ -261,81 +175,6 @@ impl State {
         self.enforce_budget();
         metrics.events_delivered.inc_by(delivered);
     }
-
-    fn opening(&mut self, topics: &[Topic], user: Option<&str>, start: &Start) -> Opening {
-        let newest = format_id(&self.epoch, self.last_seq);
-        let mut opening = Opening {
-            replay: Vec::new(),
-            reset: None,
-            newest,
-        };
-        let after = match start {
-            Start::New => return opening,
-            Start::After(id) => match self.parse_id(id) {
-                Ok(seq) => seq,
-                Err(reason) => {
-                    opening.reset = Some((reason.to_owned(), id.clone()));
-                    return opening;
-                }
-            },
-            Start::Earliest | Start::Last(_) => 0,
-        };
-        self.expire(Instant::now());
-        let mut events: Vec<Arc<Event>> = Vec::new();
-        for t in topics {
-            match self.topics.get(t) {
-                Some(ts) => {
-                    if matches!(start, Start::After(_)) && ts.evicted > after {
-                        opening.reset = Some((
-                            "events after this id are no longer in history".to_owned(),
-                            match start {
-                                Start::After(id) => id.clone(),
-                                _ => String::new(),
-                            },
-                        ));
-                        return opening;
-                    }
-                    let from = ts.ring.partition_point(|e| e.seq <= after);
-                    events.extend(
-                        ts.ring
-                            .range(from..)
-                            .filter(|e| e.visible_to(user))
-                            .cloned(),
-                    );
-                }
-                None => {
-                    if let Start::After(id) = start {
-                        if self.forgotten > after {
-                            opening.reset = Some((
-                                "events after this id are no longer in history".to_owned(),
-                                id.clone(),
-                            ));
-                            return opening;
-                        }
-                    }
-                }
-            }
-        }
-        if topics.len() > 1 {
-            events.sort_by_key(|e| e.seq);
-            events.dedup_by_key(|e| e.seq);
-        }
-        if let Start::Last(n) = start {
-            let skip = events.len().saturating_sub(*n);
-            events.drain(..skip);
-        }
-        opening.replay = events;
-        opening
-    }
-
-    fn forget(&mut self, topic: &Topic) {
-        if let Some(ts) = self.topics.get(topic) {
-            if ts.subs.is_empty() && ts.ring.is_empty() {
-                self.forgotten = self.forgotten.max(ts.evicted);
-                self.topics.remove(topic);
-            }
-        }
-    }
 }
 
 /// One topic's numbers for `GET /topics`.
@@ -356,7 +195,7 @@ impl Hub {
                 topics: HashMap::new(),
                 fifo: VecDeque::new(),
                 bytes: 0,
-                forgotten: 0,
+                forgotten: Forgotten::default(),
                 streams: HashMap::new(),
                 limits,
                 generation: 0,
@@ -384,14 +223,16 @@ impl Hub {
         s.enforce_budget();
     }
 
-    /// Assigns ids and delivers a batch, in order.
+    /// Assigns ids and delivers a batch, in order. Each event is framed
+    /// before the lock is taken; under it only its id is written in.
     pub fn publish(&self, batch: &[NewEvent]) -> Vec<String> {
-        let mut s = self.lock();
+        let drafts: Vec<Draft> = batch.iter().map(Draft::new).collect();
         let mut ids = Vec::with_capacity(batch.len());
-        for new in batch {
+        let mut s = self.lock();
+        for draft in drafts {
             let seq = s.last_seq + 1;
             let id = format_id(&s.epoch, seq);
-            let ev = Arc::new(Event::new(seq, &id, new));
+            let ev = Arc::new(Event::from_draft(seq, &id, draft));
             s.deliver(ev, &self.metrics);
             ids.push(id);
         }
@@ -502,7 +343,7 @@ impl Hub {
 
     pub fn topic_info(&self, topic: &Topic) -> Option<TopicInfo> {
         let mut s = self.lock();
-        s.expire(Instant::now());
+        s.expire_some(std::slice::from_ref(topic), Instant::now());
         let epoch = s.epoch.clone();
         let ts = s.topics.get(topic)?;
         (!ts.subs.is_empty() || !ts.ring.is_empty()).then(|| TopicInfo {
@@ -562,6 +403,11 @@ impl Hub {
         self.lock().bytes
     }
 }
+
+mod forgotten;
+mod history;
+use history::drop_front;
+mod replay;
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::frame::Event;
 use super::hub::{Refused, Start, Subscribe};
+use super::queue::Close;
 use super::request::Asked;
 use super::serve::After;
 use crate::listener::head::Head;
@@ -67,9 +68,12 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         }));
     }
     let mut events: Vec<Arc<Event>> = opening.replay;
+    let mut ended = None;
     if items.is_empty() && events.is_empty() {
         let wait = handle.next(&mut events, MAX_ELEMENTS);
-        let _ = tokio::time::timeout(rt.config.events.poll_timeout, wait).await;
+        if let Ok(Err(why)) = tokio::time::timeout(rt.config.events.poll_timeout, wait).await {
+            ended = Some(why);
+        }
     }
     shared.hub.unsubscribe(&handle);
     events.truncate(MAX_ELEMENTS - items.len());
@@ -77,6 +81,15 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         cursor = last.id().to_owned();
     }
     items.extend(events.iter().map(|e| element(e)));
+    // The app closed this poll (`POST /disconnect`): it is told as a
+    // stream would be, with the cursor as its id.
+    if let Some(Close::Disconnect { reason, reconnect }) = ended {
+        items.push(serde_json::json!({
+            "id": cursor,
+            "event": "sidecast.disconnect",
+            "data": serde_json::json!({"reason": reason, "reconnect": reconnect}).to_string(),
+        }));
+    }
     let mut r = Reply::json(200, &serde_json::Value::Array(items))
         .header("Last-Event-ID", cursor)
         .header("Cache-Control", "no-cache")

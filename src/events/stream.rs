@@ -4,6 +4,7 @@
 //! per-stream is kept but this future and its queue handle.
 
 use std::io::IoSlice;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,42 +58,53 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
     io: &mut W,
     frames: &[Bytes],
 ) -> std::io::Result<()> {
+    write_slices(io, frames.len(), |i| &frames[i][..]).await
+}
+
+/// Writes the `n` slices `part(0..n)`, vectored, 64 at a time; a single
+/// slice (one event, the usual case) is a plain write, nothing allocated.
+async fn write_slices<'a, W: AsyncWrite + Unpin>(
+    io: &mut W,
+    n: usize,
+    part: impl Fn(usize) -> &'a [u8],
+) -> std::io::Result<()> {
     let mut idx = 0;
     let mut off = 0;
-    while idx < frames.len() {
-        let slices: Vec<IoSlice<'_>> = std::iter::once(&frames[idx][off..])
-            .chain(frames[idx + 1..].iter().map(|b| &b[..]))
-            .take(64)
-            .map(IoSlice::new)
-            .collect();
-        let mut n = io.write_vectored(&slices).await?;
-        if n == 0 {
+    while idx < n {
+        let mut written = if idx + 1 == n {
+            io.write(&part(idx)[off..]).await?
+        } else {
+            let slices: Vec<IoSlice<'_>> = std::iter::once(&part(idx)[off..])
+                .chain((idx + 1..n).map(&part))
+                .take(64)
+                .map(IoSlice::new)
+                .collect();
+            io.write_vectored(&slices).await?
+        };
+        if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while idx < frames.len() && n > 0 {
-            let left = frames[idx].len() - off;
-            if n >= left {
-                n -= left;
+        while idx < n && written > 0 {
+            let left = part(idx).len() - off;
+            if written >= left {
+                written -= left;
                 idx += 1;
                 off = 0;
             } else {
-                off += n;
-                n = 0;
+                off += written;
+                written = 0;
             }
         }
     }
     io.flush().await
 }
 
-/// Writes, unless the stream is closed as slow meanwhile (a client that
-/// stopped reading must not hold the task on a full socket).
-async fn write_or_slow<W: AsyncWrite + Unpin>(
-    io: &mut W,
-    frames: &[Bytes],
+/// Runs a write, unless the stream is closed as slow meanwhile (a client
+/// that stopped reading must not hold the task on a full socket).
+async fn or_slow(
+    mut write: std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
     handle: &StreamHandle,
 ) -> Result<(), Ended> {
-    let write = write_frames(io, frames);
-    tokio::pin!(write);
     tokio::select! {
         biased;
         r = &mut write => r.map_err(|_| Ended::Client),
@@ -114,32 +126,31 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
     first: Vec<Bytes>,
     s: Settings,
 ) -> Ended {
-    if let Err(e) = write_or_slow(io, &first, handle).await {
+    if let Err(e) = or_slow(pin!(write_frames(io, &first)), handle).await {
         return e;
     }
     drop(first);
     let mut next_beat = Instant::now() + s.heartbeat;
     let mut probe = [0u8; 8];
-    let far = Instant::now() + Duration::from_secs(86400 * 365);
-    let expires = s.expires.unwrap_or(far);
     loop {
         let mut batch: Vec<Arc<Event>> = Vec::new();
         let ended = tokio::select! {
             biased;
             r = handle.next(&mut batch, BATCH) => match r {
                 Ok(()) => {
-                    let frames: Vec<Bytes> = batch.iter().map(|e| e.wire(s.chunked)).collect();
-                    drop(batch);
-                    if let Err(e) = write_or_slow(io, &frames, handle).await {
+                    let frame = |i: usize| batch[i].bytes(s.chunked);
+                    if let Err(e) = or_slow(pin!(write_slices(io, batch.len(), frame)), handle).await {
                         return e;
                     }
+                    drop(batch);
                     next_beat = Instant::now() + s.heartbeat;
                     continue;
                 }
                 Err(close) => Ended::Closed(close),
             },
             _ = sleep_until(next_beat) => {
-                if write_or_slow(io, &[control(b":\n\n", s.chunked)], handle).await.is_err() {
+                let beat = control(b":\n\n", s.chunked);
+                if or_slow(pin!(write_frames(io, &[beat])), handle).await.is_err() {
                     return Ended::Client;
                 }
                 next_beat = Instant::now() + s.heartbeat;
@@ -149,7 +160,7 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
                 Ok(0) | Err(_) => return Ended::Client,
                 Ok(_) => continue,
             },
-            _ = sleep_until(expires), if s.expires.is_some() => Ended::Expired,
+            _ = sleep_until(s.expires.unwrap_or(next_beat)), if s.expires.is_some() => Ended::Expired,
         };
         finish(io, &ended, s).await;
         return ended;
@@ -186,5 +197,47 @@ async fn finish<W: AsyncWrite + Unpin>(io: &mut W, ended: &Ended, s: Settings) {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), write_frames(io, &frames)).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), io.shutdown()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open stream is one such future: it must stay small (idle
+    /// streams are what a pod holds by the thousand).
+    #[test]
+    fn the_stream_task_stays_small() {
+        let h = StreamHandle::new(1, None, Box::new([]), None, Arc::from("r"), 4);
+        let (mut io, _peer) = tokio::io::duplex(64);
+        let s = Settings {
+            heartbeat: Duration::from_secs(1),
+            retry: Duration::from_secs(1),
+            chunked: true,
+            expires: None,
+        };
+        let task = run(&mut io, &h, Vec::new(), s);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1024, "the stream future is {size} bytes");
+    }
+
+    #[tokio::test]
+    async fn writes_batches_and_single_events_whole() {
+        let (mut a, mut b) = tokio::io::duplex(16);
+        let parts: Vec<Bytes> = (0..200)
+            .map(|i| Bytes::from(format!("part {i};")))
+            .collect();
+        let expected: Vec<u8> = parts.iter().flat_map(|p| p.to_vec()).collect();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let _ = b.read_to_end(&mut got).await;
+            got
+        });
+        write_frames(&mut a, &parts).await.unwrap();
+        write_frames(&mut a, &parts[..1]).await.unwrap();
+        drop(a);
+        let mut want = expected;
+        want.extend_from_slice(&parts[0]);
+        assert_eq!(reader.await.unwrap(), want);
     }
 }

@@ -88,12 +88,13 @@ impl Publisher {
             "/publish" | "/disconnect" => Method::POST,
             p if p == "/topics" || p.starts_with("/topics/") => Method::GET,
             _ => {
-                return error(
+                let r = error(
                     404,
                     "not_found",
                     None,
                     "no such endpoint: /publish, /disconnect, /topics, /topics/NAME",
-                )
+                );
+                return self.refuse(req, r).await;
             }
         };
         if method != allowed {
@@ -106,11 +107,11 @@ impl Publisher {
             if let Ok(v) = http::HeaderValue::from_str(allowed.as_str()) {
                 r.headers_mut().insert("Allow", v);
             }
-            return r;
+            return self.refuse(req, r).await;
         }
         let caller = match self.authorize(&req) {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(r) => return self.refuse(req, r).await,
         };
         match path.as_str() {
             "/publish" => self.publish(req, caller).await,
@@ -118,6 +119,24 @@ impl Publisher {
             "/topics" => self.topics(caller),
             _ => self.topic(&path["/topics/".len()..], caller).await,
         }
+    }
+
+    /// Answers a request refused before its body was read, after reading
+    /// (and dropping) that body when it is within `max_body_bytes`: closing
+    /// a connection with unread bytes resets it, and the client could lose
+    /// the answer that says what was wrong.
+    async fn refuse(&self, req: Request<Incoming>, resp: Resp) -> Resp {
+        let max = self.shared.runtime().config.publish.max_body_bytes;
+        let declared = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_none_or(|n| n <= max) {
+            let drain = Limited::new(req.into_body(), max).collect();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+        }
+        resp
     }
 
     #[allow(clippy::result_large_err)]
@@ -220,12 +239,13 @@ impl Publisher {
         let request_key = match request_key {
             Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Some(k),
             Some(_) => {
-                return error(
+                let r = error(
                     400,
                     "bad_request",
                     Some("Idempotency-Key"),
                     "expected 1 to 128 bytes of text",
-                )
+                );
+                return self.refuse(req, r).await;
             }
             None => None,
         };
@@ -273,39 +293,19 @@ impl Publisher {
         json_resp(202, &json!({ "ids": ids }))
     }
 
-    /// Publishes what is new of a checked batch and answers every event's id.
+    /// Publishes what is new of a checked batch and answers every event's
+    /// id; the idempotency check and the publish are one step.
     fn accept(&self, events: Vec<NewEvent>, request_key: Option<String>) -> Vec<String> {
+        // Without any key there is nothing to check: no second lock, and
+        // the events are framed outside every lock.
+        if request_key.is_none() && events.iter().all(|e| e.idempotency_key.is_none()) {
+            return self.shared.hub.publish(&events);
+        }
         let window = self.shared.runtime().config.publish.dedupe_window;
         let mut d = self.dedupe.lock().unwrap_or_else(|e| e.into_inner());
-        d.expire(Instant::now());
-        if let Some(ids) = request_key.as_ref().and_then(|k| d.request(k)) {
-            return ids.clone();
-        }
-        let mut ids: Vec<Option<String>> = events
-            .iter()
-            .map(|e| e.idempotency_key.as_ref().and_then(|k| d.event(k).cloned()))
-            .collect();
-        let fresh: Vec<NewEvent> = events
-            .iter()
-            .zip(&ids)
-            .filter(|(_, id)| id.is_none())
-            .map(|(e, _)| e.clone())
-            .collect();
-        let mut new_ids = self.shared.hub.publish(&fresh).into_iter();
-        for (e, slot) in events.iter().zip(ids.iter_mut()) {
-            if slot.is_none() {
-                let id = new_ids.next().unwrap_or_default();
-                if let Some(k) = &e.idempotency_key {
-                    d.remember_event(k.clone(), id.clone(), window);
-                }
-                *slot = Some(id);
-            }
-        }
-        let ids: Vec<String> = ids.into_iter().map(Option::unwrap_or_default).collect();
-        if let Some(k) = request_key {
-            d.remember_request(k, ids.clone(), window);
-        }
-        ids
+        d.accept(events, request_key, window, Instant::now(), |fresh| {
+            self.shared.hub.publish(fresh)
+        })
     }
 
     async fn disconnect(&self, req: Request<Incoming>, caller: Caller) -> Resp {

@@ -3,6 +3,7 @@
 //! eventually-assert. Every wait is bounded.
 #![allow(dead_code)]
 
+pub mod delivery;
 pub mod http;
 pub mod jwt;
 pub mod redis;
