@@ -374,7 +374,7 @@ impl Hub {
         }
         s.epoch = epoch.into();
         s.last_seq = 0;
-        s.forgotten = 0;
+        s.forgotten = forgotten::Forgotten::default();
         s.fifo.clear();
         s.bytes = 0;
         for t in s.topics.values_mut() {
