@@ -206,6 +206,12 @@ async function recover(why) {
 
 // ---- the orders table's actions: plain API calls to the app ---------------
 
+// An error answer as the app explains it: "400 item: expected ...".
+async function failure(r) {
+  const body = await r.json().catch(() => ({}));
+  return `${r.status}${body.error ? ` ${body.error}` : ''}`;
+}
+
 $('#orders').addEventListener('click', async (e) => {
   const next = e.target.dataset?.next;
   if (!next) return;
@@ -216,20 +222,21 @@ $('#orders').addEventListener('click', async (e) => {
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ status: next }),
   });
-  if (!r.ok) warn(`update failed: ${r.status}`);
+  if (!r.ok) warn(`update failed: ${await failure(r)}`);
   // The table changes when the event arrives, as on every other page.
 });
 
 $('#new-order').addEventListener('submit', async (e) => {
   e.preventDefault();
-  const input = e.target.elements.item;
+  // (not elements.item: that is HTMLCollection's item() method)
+  const input = e.target.elements.namedItem('item');
   const r = await fetch('/api/orders', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ item: input.value }),
   });
   if (r.ok) input.value = '';
-  else warn(`add failed: ${r.status}`);
+  else warn(`add failed: ${await failure(r)}`);
 });
 
 $('#clear').addEventListener('click', () => {
