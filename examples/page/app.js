@@ -2,7 +2,10 @@
 // sidecast with EventSource, keeps the orders table live, and shows what
 // happens to the stream: reconnects, replay (Last-Event-ID), and the events
 // sidecast itself sends (sidecast.reset, .disconnect, .expired,
-// .unavailable). Plain browser JavaScript, no build step.
+// .unavailable). The stream is authorised by a token the app mints
+// (GET /api/token), or, when the app says so (GET /api/config), by the
+// app's session cookie alone: sidecast then asks the app who the user is.
+// Plain browser JavaScript, no build step.
 
 'use strict';
 
@@ -14,6 +17,7 @@ let source = null; // the EventSource
 let lastId = ''; // id of the last event received: where a reopen resumes
 let opens = 0;
 let recovering = false;
+let streamAuth = 'token'; // or 'session': no token, the session cookie only
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -22,7 +26,7 @@ const $ = (sel) => document.querySelector(sel);
 function setStatus(s) {
   const el = $('#status');
   el.textContent = s;
-  el.className = `status ${s}`;
+  el.className = `status ${s.replace(/ /g, '-')}`;
 }
 
 function logLine(cls, html, attrs = {}) {
@@ -73,6 +77,28 @@ async function fetchToken() {
   if (!r.ok) throw new Error(`/api/token answered ${r.status}`);
 }
 
+// The signed-in user (GET /api/me, the app's "who am I"), or null.
+async function whoAmI() {
+  const r = await fetch('/api/me', { credentials: 'same-origin' });
+  if (r.status === 401) return null;
+  if (!r.ok) throw new Error(`/api/me answered ${r.status}`);
+  return (await r.json()).user.id;
+}
+
+function showSession(user) {
+  $('#session').hidden = false;
+  $('#user').textContent = user || '';
+  $('#signed-in').hidden = !user;
+  $('#login').hidden = !!user;
+}
+
+// Nobody is signed in (any more): no stream until someone signs in.
+function signedOut(why) {
+  setStatus('signed out');
+  showSession(null);
+  warn(why);
+}
+
 async function refetchOrders() {
   const r = await fetch('/api/orders');
   if (!r.ok) throw new Error(`/api/orders answered ${r.status}`);
@@ -113,6 +139,20 @@ function connect(resumeAfter) {
       // `retry:` sidecast sent, with Last-Event-ID.
       setStatus('reconnecting');
       note('connection lost: the browser reconnects by itself');
+    } else if (streamAuth === 'session') {
+      // Closed for good (a non-200 answer): the browser will not retry. With
+      // the session as the credential that is mostly a sign-out (here or in
+      // another tab: sidecast asks the app again while a stream lasts, ends
+      // it when the app says 401, and refuses the reconnect); retrying
+      // would not help, so the page asks the app and says which.
+      setStatus('closed');
+      whoAmI().then(
+        (user) =>
+          user
+            ? warn(`the stream was refused though ${user} is still signed in: reload to try again`)
+            : signedOut('signed out: the stream ended and its reconnect was refused'),
+        (err) => warn(`the stream was refused, and ${err.message}: reload to try again`),
+      );
     } else {
       // Closed for good (a non-200 answer such as 401): the browser will not
       // retry, so the page does, with a fresh token.
@@ -136,6 +176,20 @@ function connect(resumeAfter) {
   };
   es.addEventListener('order.created', onOrder);
   es.addEventListener('order.updated', onOrder);
+
+  // A notice for this user alone: the app published it with `user`, and
+  // sidecast delivers it only to that user's streams.
+  es.addEventListener('order.notice', (e) => {
+    lastId = e.lastEventId;
+    $('#last-id').textContent = lastId;
+    const n = JSON.parse(e.data);
+    logLine('notice', `<code>${esc(e.lastEventId)}</code> for ${esc(n.user)}: ${esc(n.text)}`, {
+      id: e.lastEventId,
+      user: n.user,
+      order: n.order,
+      status: n.status,
+    });
+  });
 
   // Replay was not possible (sidecast restarted, or the events are no longer
   // held): what was missed is unknown, so refetch the state from the app.
@@ -206,6 +260,12 @@ async function recover(why) {
 
 // ---- the orders table's actions: plain API calls to the app ---------------
 
+// An error answer as the app explains it: "400 item: expected ...".
+async function failure(r) {
+  const body = await r.json().catch(() => ({}));
+  return `${r.status}${body.error ? ` ${body.error}` : ''}`;
+}
+
 $('#orders').addEventListener('click', async (e) => {
   const next = e.target.dataset?.next;
   if (!next) return;
@@ -216,29 +276,50 @@ $('#orders').addEventListener('click', async (e) => {
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ status: next }),
   });
-  if (!r.ok) warn(`update failed: ${r.status}`);
+  if (!r.ok) warn(`update failed: ${await failure(r)}`);
   // The table changes when the event arrives, as on every other page.
 });
 
 $('#new-order').addEventListener('submit', async (e) => {
   e.preventDefault();
-  const input = e.target.elements.item;
+  // (not elements.item: that is HTMLCollection's item() method)
+  const input = e.target.elements.namedItem('item');
   const r = await fetch('/api/orders', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ item: input.value }),
   });
   if (r.ok) input.value = '';
-  else warn(`add failed: ${r.status}`);
+  else warn(`add failed: ${await failure(r)}`);
 });
 
 $('#clear').addEventListener('click', () => {
   $('#log').textContent = '';
 });
 
-// ---- start: a token, then the stream (the list follows when it opens) -----
+// ---- start: a token (or a signed-in session), then the stream ------------
+// (the list follows when it opens)
 
 (async () => {
+  try {
+    const r = await fetch('/api/config');
+    if (!r.ok) throw new Error(`/api/config answered ${r.status}`);
+    streamAuth = (await r.json()).stream_auth;
+  } catch (err) {
+    warn(`${err.message}: assuming stream tokens`);
+  }
+  if (streamAuth === 'session') {
+    try {
+      const user = await whoAmI();
+      showSession(user);
+      if (user) connect('');
+      else signedOut('not signed in: sign in to see the orders live');
+    } catch (err) {
+      setStatus('closed');
+      warn(`${err.message}: reload to try again`);
+    }
+    return;
+  }
   try {
     await fetchToken();
     connect('');

@@ -16,6 +16,7 @@ const REPO = path.resolve(__dirname, '..', '..');
 const SIDECAST = path.join(REPO, 'target', 'debug', 'sidecast');
 const APP = path.join(REPO, 'examples', 'legacy-app', 'server.js');
 const EXAMPLE_CONFIG = path.join(REPO, 'examples', 'sidecar.toml');
+const FORWARD_CONFIG = path.join(REPO, 'examples', 'sidecar-forward.toml');
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.join(REPO, 'test-artifacts');
 const SECRET = 'browser-test-secret-0123456789abcdef0123';
@@ -162,11 +163,12 @@ async function startApp(env) {
   return app;
 }
 
-/** sidecast with examples/sidecar.toml, its listeners moved to loopback
- * ports of this test and its upstream to `appAddr`. `public` and `publish`
- * are ports (0: any); `set` holds further [section, key, value] changes. */
-async function startSidecast({ dir, appAddr, public: pub = 0, publish = 0, socket, set = [] }) {
-  let toml = fs.readFileSync(EXAMPLE_CONFIG, 'utf8');
+/** sidecast with examples/sidecar.toml (or `config`), its listeners moved
+ * to loopback ports of this test and its upstream to `appAddr`. `public`
+ * and `publish` are ports (0: any); `set` holds further [section, key,
+ * value] changes. */
+async function startSidecast({ dir, appAddr, public: pub = 0, publish = 0, socket, set = [], config = EXAMPLE_CONFIG }) {
+  let toml = fs.readFileSync(config, 'utf8');
   toml = setKey(toml, 'listen', 'public', `"127.0.0.1:${pub}"`);
   toml = setKey(toml, 'listen', 'publish', `"127.0.0.1:${publish}"`);
   toml = setKey(toml, 'listen', 'admin', '"127.0.0.1:0"');
@@ -187,8 +189,9 @@ async function startSidecast({ dir, appAddr, public: pub = 0, publish = 0, socke
   return sc;
 }
 
-/** One HTTP request with a JSON body; {status, body (parsed when JSON)}. */
-function request(addr, method, p, json) {
+/** One HTTP request with a JSON body and optional further `headers`;
+ * {status, body (parsed when JSON), headers}. */
+function request(addr, method, p, json, headers = {}) {
   const [host, port] = addr.split(':');
   const body = json === undefined ? '' : JSON.stringify(json);
   return new Promise((resolve, reject) => {
@@ -199,7 +202,10 @@ function request(addr, method, p, json) {
         method,
         path: p,
         timeout: WAIT_MS,
-        headers: body ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } : {},
+        headers: {
+          ...(body ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } : {}),
+          ...headers,
+        },
       },
       (res) => {
         let text = '';
@@ -210,7 +216,7 @@ function request(addr, method, p, json) {
           try {
             parsed = JSON.parse(text);
           } catch {}
-          resolve({ status: res.statusCode, body: parsed });
+          resolve({ status: res.statusCode, body: parsed, headers: res.headers });
         });
       },
     );
@@ -242,6 +248,7 @@ async function launchBrowser() {
 
 module.exports = {
   ARTIFACTS,
+  FORWARD_CONFIG,
   SECRET,
   WAIT_MS,
   freePort,
