@@ -354,6 +354,10 @@ impl ForwardAuth {
             if let Outcome::Denied(_) = self.ask(&creds, auth, upstream).await {
                 self.count("denied");
                 stream.close(Close::Revoked);
+                // The cached "allowed" for these credentials is stale now: a
+                // reconnect with the same cookie must ask the app again.
+                let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                c.0.remove(&creds.cache_key());
             }
         }
     }
