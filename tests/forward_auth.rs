@@ -296,3 +296,70 @@ async fn logout_ends_the_open_stream_on_recheck() {
         401
     );
 }
+
+#[test]
+fn check_refuses_bad_forward_settings_naming_each_key() {
+    let dir = support::temp_dir("fwdcheck");
+    let cfg = dir.join("sidecar.toml");
+    std::fs::write(
+        &cfg,
+        "[auth]\nmode = \"forward\"\nforward_user = \"user/id\"\nforward_grants = [\"a/**/b\"]\nforward_timeout = \"soon\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("SIDECAST_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = cfg.display().to_string();
+    for (line, key) in [
+        (3, "auth.forward_user"),
+        (4, "auth.forward_grants"),
+        (5, "auth.forward_timeout"),
+    ] {
+        assert!(
+            err.contains(&format!("{file}:{line}:")) && err.contains(key),
+            "{key} at line {line}: {err}"
+        );
+    }
+    assert!(
+        err.contains("auth.forward:") || err.contains("auth.forward "),
+        "mode = forward without forward: {err}"
+    );
+    assert!(err.contains("JSON pointer"), "{err}");
+
+    // header: with a bad header name is refused too; a good file passes with no JWT key.
+    std::fs::write(
+        &cfg,
+        "[auth]\nmode = \"forward\"\nforward = \"/api/me\"\nforward_user = \"header:bad name\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env_remove("SIDECAST_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.forward_user"));
+    std::fs::write(
+        &cfg,
+        "[auth]\nmode = \"forward\"\nforward = \"/api/me\"\nforward_user = \"/user/id\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env_remove("SIDECAST_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
