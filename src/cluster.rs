@@ -74,8 +74,16 @@ return cur
 
 /// Why a cluster operation failed: Redis is not reachable.
 #[derive(Debug, thiserror::Error)]
-#[error("Redis is unreachable: {0}")]
+#[error("{0}")]
 pub struct Unavailable(String);
+
+impl Unavailable {
+    /// Whether the events reached the log even so (only `wait_replicas`
+    /// went unmet): a retry should carry the same idempotency keys.
+    pub fn appended(&self) -> bool {
+        self.0.starts_with("appended")
+    }
+}
 
 /// One event as the log stores it.
 #[derive(Serialize, Deserialize)]
@@ -166,7 +174,7 @@ impl Cluster {
         let c = self
             .connect(Duration::from_secs(5))
             .await
-            .map_err(|e| Unavailable(e.to_string()))?;
+            .map_err(|e| Unavailable(format!("Redis is unreachable: {e}")))?;
         *self.conn.write().await = Some(c.clone());
         Ok(c)
     }
@@ -204,12 +212,12 @@ impl Cluster {
         let result: Result<(String, String), _> =
             tokio::time::timeout(Duration::from_secs(5), inv.invoke_async(&mut conn))
                 .await
-                .map_err(|_| Unavailable("no answer within 5s".into()))?;
+                .map_err(|_| Unavailable("Redis did not answer within 5s".into()))?;
         let (epoch, joined) = match result {
             Ok(x) => x,
             Err(e) => {
                 self.drop_conn().await;
-                return Err(Unavailable(e.to_string()));
+                return Err(Unavailable(format!("Redis is unreachable: {e}")));
             }
         };
         if self.wait_replicas > 0 {
@@ -220,8 +228,8 @@ impl Cluster {
                 .await;
             match acked {
                 Ok(n) if n >= i64::from(self.wait_replicas) => {}
-                Ok(n) => return Err(Unavailable(format!("only {n} Redis replicas acknowledged"))),
-                Err(e) => return Err(Unavailable(e.to_string())),
+                Ok(n) => return Err(Unavailable(format!("appended to the Redis log, but only {n} of the {} Redis replicas asked for (wait_replicas) acknowledged within 2s: not confirmed durable; retry with the same idempotency keys", self.wait_replicas))),
+                Err(e) => return Err(Unavailable(format!("Redis is unreachable: {e}"))),
             }
         }
         Ok(joined
@@ -398,7 +406,7 @@ impl Cluster {
         let receivers: usize = conn
             .publish(CONTROL, serde_json::to_string(&c).unwrap_or_default())
             .await
-            .map_err(|e| Unavailable(e.to_string()))?;
+            .map_err(|e| Unavailable(format!("Redis is unreachable: {e}")))?;
         let key = format!("{{sidecast}}:reply:{}", c.req);
         let deadline = tokio::time::Instant::now() + FANOUT_WAIT;
         let mut sum = 0usize;
@@ -406,7 +414,7 @@ impl Cluster {
         let mut blocking = self
             .connect(FANOUT_WAIT + Duration::from_secs(2))
             .await
-            .map_err(|e| Unavailable(e.to_string()))?;
+            .map_err(|e| Unavailable(format!("Redis is unreachable: {e}")))?;
         while got < receivers {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
@@ -420,7 +428,7 @@ impl Cluster {
             let r: Option<(String, usize)> = blocking
                 .blpop(&key, left.as_secs_f64().max(0.01))
                 .await
-                .map_err(|e| Unavailable(e.to_string()))?;
+                .map_err(|e| Unavailable(format!("Redis is unreachable: {e}")))?;
             match r {
                 Some((_, n)) => {
                     sum += n;

@@ -323,3 +323,120 @@ async fn redis_data_loss_gives_a_reset_not_a_wrong_replay() {
         "the reset carries the newest id"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_global_and_keys_share_the_hash_tag() {
+    if !support::require("redis-server") {
+        return;
+    }
+    let redis = Redis::start(false);
+    let up = Upstream::start("app").await;
+    let (a, b) = (replica(&up, &redis), replica(&up, &redis));
+    for sc in [&a, &b] {
+        let admin = sc.admin.clone();
+        eventually("connected", || {
+            let admin = admin.clone();
+            async move { ready_json(&admin).await["cluster"] == "connected" }
+        })
+        .await;
+    }
+    let body = json!({"topic": "t", "data": "once", "idempotency_key": "order-42-paid"});
+    let (s1, r1) = a.publish(body.clone()).await;
+    let (s2, r2) = b.publish(body).await;
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(
+        r1["ids"], r2["ids"],
+        "a retry on another replica answers the first id"
+    );
+    let hdr = [
+        ("Content-Type", "application/json"),
+        ("Idempotency-Key", "req-7"),
+    ];
+    let x = http::request(
+        &a.publish_url(),
+        "POST",
+        "/publish",
+        &hdr,
+        br#"[{"topic":"t","data":"1"},{"topic":"t","data":"2"}]"#,
+    )
+    .await;
+    let y = http::request(
+        &b.publish_url(),
+        "POST",
+        "/publish",
+        &hdr,
+        br#"[{"topic":"t","data":"1"},{"topic":"t","data":"2"}]"#,
+    )
+    .await;
+    assert_eq!(x.json()["ids"], y.json()["ids"]);
+    let len = redis.command(&["XLEN", "{sidecast}:log"]);
+    assert_eq!(len.trim(), ":3", "published once each: {len}");
+    let keys = redis.command(&["KEYS", "*"]);
+    let names: Vec<&str> = keys
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .collect();
+    assert!(!names.is_empty());
+    for k in names {
+        assert!(
+            k.starts_with("{sidecast}:"),
+            "every key shares the hash tag: {k}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_replicas_holds_the_202_until_a_redis_replica_has_the_event() {
+    if !support::require("redis-server") {
+        return;
+    }
+    let primary = Redis::start(false);
+    let up = Upstream::start("app").await;
+    let mut o = Opts::new(&up.url());
+    o.extra = format!(
+        "[cluster]\nredis = \"{}\"\nwait_replicas = 1\n",
+        primary.url()
+    );
+    let sc = Sidecast::start(&o);
+    eventually("connected", || async {
+        ready(&sc).await["cluster"] == "connected"
+    })
+    .await;
+    // No Redis replica yet: WAIT cannot be satisfied, so no 202.
+    let r = http::request(
+        &sc.publish_url(),
+        "POST",
+        "/publish",
+        &[("Content-Type", "application/json")],
+        br#"{"topic":"t","data":"x"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("wait_replicas"), "{}", r.text());
+    // With a replica attached, the publish is acknowledged.
+    let replica = Redis::replica_of(&primary);
+    eventually("the replica is in sync", || async {
+        primary
+            .command(&["INFO", "replication"])
+            .contains("connected_slaves:1")
+    })
+    .await;
+    // The first WAIT after a full sync may still miss the replica's ack.
+    let mut accepted = None;
+    for _ in 0..5 {
+        let (s, body) = sc
+            .publish(json!({"topic": "t", "data": "y", "idempotency_key": "k"}))
+            .await;
+        if s == 202 {
+            accepted = Some(body);
+            break;
+        }
+    }
+    let body = accepted.expect("a 202 once a replica acknowledges");
+    let id = body["ids"][0].as_str().unwrap().to_owned();
+    let on_replica = replica.command(&["XLEN", "{sidecast}:log"]);
+    assert!(
+        on_replica.trim() == ":2" || on_replica.trim() == ":1",
+        "the replica holds the log: {on_replica} ({id})"
+    );
+}

@@ -54,7 +54,11 @@ fn unavailable(e: &crate::cluster::Unavailable) -> Resp {
         503,
         "cluster_unavailable",
         None,
-        &format!("{e}; nothing was published, retry later"),
+        &if e.appended() {
+            e.to_string()
+        } else {
+            format!("{e}; nothing was published, retry later")
+        },
     );
     r.headers_mut()
         .insert("Retry-After", http::HeaderValue::from_static("1"));

@@ -74,6 +74,36 @@ impl Redis {
         matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
     }
 
+    /// Sends one command (RESP) and returns the raw reply, for checks.
+    pub fn command(&self, args: &[&str]) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("redis");
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Starts a replica of this server (`--replicaof`).
+    pub fn replica_of(primary: &Redis) -> Redis {
+        let mut r = Redis::start(false);
+        let _ = r.command(&["REPLICAOF", "127.0.0.1", &primary.port.to_string()]);
+        r.persistent = false;
+        r
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
