@@ -15,14 +15,16 @@ import sys
 import tempfile
 import time
 
-from . import report
-from .scenarios import SCENARIOS, Ctx, Plan, run_passthrough, run_streams
+from . import cluster, report
+from .scenarios import OPTIONAL, SCENARIOS, Ctx, Plan, run_passthrough, run_streams
 from .systems import Nchan, Origin, Pushpin, Sidecast
 
 BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(BENCH)
 MARK_BEGIN = "<!-- results:begin (written by bench/run) -->"
 MARK_END = "<!-- results:end -->"
+CLUSTER_BEGIN = "<!-- cluster:begin (written by bench/run --scenarios g) -->"
+CLUSTER_END = "<!-- cluster:end -->"
 
 
 def log(msg):
@@ -84,6 +86,34 @@ def raise_nofile():
     return hard
 
 
+def replace_marked(begin, end, md):
+    """Rewrites the part of BENCHMARKS.md between two markers."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    with open(path) as fh:
+        text = fh.read()
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        with open(path, "w") as fh:
+            fh.write(f"{head}{begin}\n\n{md}\n{end}{tail}")
+        log(f"updated {path}")
+
+
+def write_cluster(out_dir, name, results, meta, update_md):
+    """(g) has its own files and its own part of BENCHMARKS.md, so running
+    it alone leaves the other results as they are."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as fh:
+        json.dump({"meta": meta, "results": results}, fh, indent=1)
+    md = cluster.markdown(results, meta, meta["plan"])
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as fh:
+        fh.write(md)
+    if update_md:
+        replace_marked(CLUSTER_BEGIN, CLUSTER_END, md)
+    log(f"wrote {out_dir}/{name}.json, .md")
+    return md
+
+
 def write_outputs(out_dir, name, results, meta, update_md):
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{name}.json"), "w") as fh:
@@ -97,15 +127,7 @@ def write_outputs(out_dir, name, results, meta, update_md):
     with open(os.path.join(out_dir, f"{name}.svg"), "w") as fh:
         fh.write(report.svg(results, meta["plan"], title))
     if update_md:
-        path = os.path.join(ROOT, "BENCHMARKS.md")
-        with open(path) as fh:
-            text = fh.read()
-        if MARK_BEGIN in text and MARK_END in text:
-            head, rest = text.split(MARK_BEGIN, 1)
-            _, tail = rest.split(MARK_END, 1)
-            with open(path, "w") as fh:
-                fh.write(f"{head}{MARK_BEGIN}\n\n{md}\n{MARK_END}{tail}")
-            log(f"updated {path}")
+        replace_marked(MARK_BEGIN, MARK_END, md)
     log(f"wrote {out_dir}/{name}.json, .md, .svg")
 
 
@@ -117,7 +139,9 @@ def main(argv):
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small counts: a smoke run")
     ap.add_argument("--systems", default="sidecast,nchan,pushpin")
-    ap.add_argument("--scenarios", default=SCENARIOS, help="any of abcdef")
+    ap.add_argument("--scenarios", default=SCENARIOS,
+                    help=f"any of {SCENARIOS}{OPTIONAL} ({OPTIONAL}: cluster vs single node, "
+                         "run only when named)")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     ap.add_argument("--keep", action="store_true",
@@ -125,7 +149,7 @@ def main(argv):
     args = ap.parse_args(argv)
     names = [s for s in args.systems.split(",") if s]
     bad = [s for s in names if s not in report.SYSTEMS] + \
-          [c for c in args.scenarios if c not in SCENARIOS]
+          [c for c in args.scenarios if c not in SCENARIOS + OPTIONAL]
     if bad:
         ap.error(f"unknown system or scenario: {bad}")
 
@@ -133,7 +157,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, _interrupt)
     started = datetime.datetime.now(datetime.timezone.utc)
     meta = dict(machine(), loadavg=loadavg(), quick=args.quick,
-                command="bench/run" + (" --quick" if args.quick else ""),
+                command="bench/run" + "".join(f" {a}" for a in argv),
                 started=started.strftime("%Y-%m-%d %H:%M UTC"))
     ensure_packages()
     if args.no_build:
@@ -148,7 +172,7 @@ def main(argv):
         plan.d["streams"] = max(limit - 500, 1000)
     work = tempfile.mkdtemp(prefix="scb-", dir="/tmp")
     ctx = Ctx(plan, loadgen, work, log)
-    results = {k: {} for k in SCENARIOS}
+    results = {k: {} for k in SCENARIOS + OPTIONAL}
     origin = Origin(work)
     systems = []
     try:
@@ -170,6 +194,8 @@ def main(argv):
                 s.stop()
         if "f" in args.scenarios:
             run_passthrough(ctx, origin, systems, results)
+        if "g" in args.scenarios:
+            cluster.run_cluster(ctx, origin, sidecast, results)
     finally:
         for s in systems:
             s.stop()
@@ -181,8 +207,13 @@ def main(argv):
         log(f"configs and logs kept in {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
-    write_outputs(args.out, "quick" if args.quick else "full", results, meta,
-                  update_md=not args.quick and names == report.SYSTEMS
-                  and args.scenarios == SCENARIOS)
-    print(report.markdown(results, meta))
+    others = "".join(c for c in args.scenarios if c in SCENARIOS)
+    if others:
+        write_outputs(args.out, "quick" if args.quick else "full", results, meta,
+                      update_md=not args.quick and names == report.SYSTEMS
+                      and others == SCENARIOS)
+        print(report.markdown(results, meta))
+    if "g" in args.scenarios:
+        print(write_cluster(args.out, "cluster-quick" if args.quick else "cluster",
+                            results["g"], meta, update_md=not args.quick))
     return 0

@@ -12,6 +12,8 @@ from .load import Subs, run_phase
 
 # (a) idle + one publish, (c) fan-out and (e) saturation share 10,000 streams
 SCENARIOS = "abcdef"
+# (g) cluster vs single node runs only when asked for (it needs redis-server)
+OPTIONAL = "g"
 
 
 class Plan:
@@ -24,6 +26,7 @@ class Plan:
             self.ten_k = dict(streams=1000, procs=2)
             self.c = dict(count=20, rate=10)
             self.d = dict(streams=2000, procs=2)
+            self.g = dict(streams=300, count=20, rate=10)
             self.sat_rates = [1, 10, 30, 100, 300, 1000]
             self.sat_step_s = 2
             self.settle_s = 1
@@ -34,6 +37,7 @@ class Plan:
             self.ten_k = dict(streams=10_000, procs=4)
             self.c = dict(count=100, rate=10)
             self.d = dict(streams=19_500, procs=4)
+            self.g = dict(streams=3000, count=100, rate=20)
             self.sat_rates = [1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
                               1000, 1500, 2000, 3000, 5000]
             self.sat_step_s = 5

@@ -111,10 +111,14 @@ class Sidecast(System):
     pub_path = "/publish"
     sub_path = f"/events?topic={TOPIC}"
 
-    def __init__(self, work, origin, binary, max_streams):
+    def __init__(self, work, origin, binary, max_streams, name=None, extra=""):
+        # a replica of a cluster gets its own name, hence its own directory
+        if name:
+            self.name = name
         super().__init__(work, origin)
         self.binary = binary
         self.max_streams = max_streams
+        self.extra = extra
         self.notes = (f"`max_streams = {max_streams}`, `[auth] required = false`, "
                       "`queue = 256`, `heartbeat = \"15s\"`, `history = 1000` (defaults)")
 
@@ -147,7 +151,7 @@ level = "warn"
 
 [shutdown]
 grace = "2s"
-""")
+{self.extra}""")
         self.proc = Proc("sidecast", [self.binary, "--config", conf],
                          os.path.join(self.dir, f"run{self.starts}.log"))
         wait_http(f"http://127.0.0.1:{admin}/readyz", "sidecast", proc=self.proc,
