@@ -16,6 +16,16 @@ fn replica(up: &Upstream, redis: &Redis) -> Sidecast {
     Sidecast::start(&o)
 }
 
+/// Waits until every replica says it is connected to Redis.
+async fn all_connected(replicas: &[&Sidecast]) {
+    for sc in replicas {
+        eventually("replica connected to Redis", || async {
+            ready(sc).await["cluster"] == "connected"
+        })
+        .await;
+    }
+}
+
 async fn ready(sc: &Sidecast) -> serde_json::Value {
     http::request(&sc.admin, "GET", "/readyz", &[], b"")
         .await
@@ -34,19 +44,7 @@ async fn events_reach_every_replica_and_replay_anywhere() {
         replica(&up, &redis),
         replica(&up, &redis),
     );
-    for sc in [&a, &b, &c] {
-        let sc_admin = sc.admin.clone();
-        eventually("replica connected to Redis", || {
-            let admin = sc_admin.clone();
-            async move {
-                http::request(&admin, "GET", "/readyz", &[], b"")
-                    .await
-                    .json()["cluster"]
-                    == "connected"
-            }
-        })
-        .await;
-    }
+    all_connected(&[&a, &b, &c]).await;
     let alice = a.token("alice", &["room/**"]);
     let mut on_b = Sse::open_token(&b.public, "/events?topic=room/1", &alice).await;
     let mut on_c = Sse::open_token(&c.public, "/events?topic=room/1", &alice).await;
@@ -103,19 +101,7 @@ async fn user_targeting_grants_disconnect_and_counts_across_replicas() {
     let redis = Redis::start(false);
     let up = Upstream::start("app").await;
     let (a, b) = (replica(&up, &redis), replica(&up, &redis));
-    for sc in [&a, &b] {
-        let admin = sc.admin.clone();
-        eventually("connected", || {
-            let admin = admin.clone();
-            async move {
-                http::request(&admin, "GET", "/readyz", &[], b"")
-                    .await
-                    .json()["cluster"]
-                    == "connected"
-            }
-        })
-        .await;
-    }
+    all_connected(&[&a, &b]).await;
     let alice = a.token("alice", &["inbox"]);
     let bob = a.token("bob", &["inbox"]);
     let mut al = Sse::open_token(&b.public, "/events?topic=inbox", &alice).await;
@@ -187,19 +173,7 @@ async fn redis_outage_refuses_publish_then_resumes_without_loss() {
     let up = Upstream::start("app").await;
     let a = replica(&up, &redis);
     let b = replica(&up, &redis);
-    for sc in [&a, &b] {
-        let admin = sc.admin.clone();
-        eventually("connected", || {
-            let admin = admin.clone();
-            async move {
-                http::request(&admin, "GET", "/readyz", &[], b"")
-                    .await
-                    .json()["cluster"]
-                    == "connected"
-            }
-        })
-        .await;
-    }
+    all_connected(&[&a, &b]).await;
     let tok = a.token("u", &["t"]);
     let mut s = Sse::open_token(&b.public, "/events?topic=t", &tok).await;
     s.next_block(support::WAIT).await.unwrap();

@@ -297,6 +297,16 @@ async fn logout_ends_the_open_stream_on_recheck() {
     );
 }
 
+/// `sidecast check` on a file, with no JWT secret in the environment.
+fn check(cfg: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
+        .args(["check", "--config"])
+        .arg(cfg)
+        .env_remove("SIDECAST_JWT_SECRET")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_refuses_bad_forward_settings_naming_each_key() {
     let dir = support::temp_dir("fwdcheck");
@@ -306,13 +316,7 @@ fn check_refuses_bad_forward_settings_naming_each_key() {
         "[auth]\nmode = \"forward\"\nforward_user = \"user/id\"\nforward_grants = [\"a/**/b\"]\nforward_timeout = \"soon\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
-        .arg("check")
-        .arg("--config")
-        .arg(&cfg)
-        .env_remove("SIDECAST_JWT_SECRET")
-        .output()
-        .unwrap();
+    let out = check(&cfg);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let file = cfg.display().to_string();
@@ -338,12 +342,7 @@ fn check_refuses_bad_forward_settings_naming_each_key() {
         "[auth]\nmode = \"forward\"\nforward = \"/api/me\"\nforward_user = \"header:bad name\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .env_remove("SIDECAST_JWT_SECRET")
-        .output()
-        .unwrap();
+    let out = check(&cfg);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("auth.forward_user"));
     std::fs::write(
@@ -351,12 +350,7 @@ fn check_refuses_bad_forward_settings_naming_each_key() {
         "[auth]\nmode = \"forward\"\nforward = \"/api/me\"\nforward_user = \"/user/id\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .env_remove("SIDECAST_JWT_SECRET")
-        .output()
-        .unwrap();
+    let out = check(&cfg);
     assert!(
         out.status.success(),
         "{}",
