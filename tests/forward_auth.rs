@@ -15,6 +15,11 @@ fn forward_opts(app: &SessionApp, auth: &str) -> Opts {
     o
 }
 
+/// A plain GET of `path` with a session cookie (not an EventSource).
+async fn get_with_cookie(sc: &Sidecast, path: &str, cookie: &str) -> http::Response {
+    http::request(&sc.public, "GET", path, &[("Cookie", cookie)], b"").await
+}
+
 async fn open(sc: &Sidecast, path: &str, cookie: Option<&str>) -> Sse {
     match cookie {
         Some(c) => Sse::open(&sc.public, path, &[("Cookie", c)]).await,
@@ -92,25 +97,11 @@ async fn the_apps_refusals_and_failures_reach_the_subscriber() {
         .unwrap()
         .forbidden
         .insert("public/secret".into());
-    let r = http::request(
-        &sc.public,
-        "GET",
-        "/events?topic=public/secret",
-        &[("Cookie", &alice)],
-        b"",
-    )
-    .await;
+    let r = get_with_cookie(&sc, "/events?topic=public/secret", &alice).await;
     assert_eq!(r.status, 403);
     // The app answers 500: 503, never an open stream.
     app.state.lock().unwrap().fail_with = Some(500);
-    let r = http::request(
-        &sc.public,
-        "GET",
-        "/events?topic=public/a",
-        &[("Cookie", &alice)],
-        b"",
-    )
-    .await;
+    let r = get_with_cookie(&sc, "/events?topic=public/a", &alice).await;
     assert_eq!(r.status, 503);
     assert!(r.header("retry-after").is_some());
     // To an EventSource the same refusal is a 200 stream with sidecast.unavailable.
@@ -134,14 +125,7 @@ async fn the_apps_refusals_and_failures_reach_the_subscriber() {
         s.delay = Some(Duration::from_secs(3));
     }
     let t = Instant::now();
-    let r = http::request(
-        &sc.public,
-        "GET",
-        "/events?topic=public/a",
-        &[("Cookie", &alice)],
-        b"",
-    )
-    .await;
+    let r = get_with_cookie(&sc, "/events?topic=public/a", &alice).await;
     assert_eq!(r.status, 503);
     assert!(
         t.elapsed() < Duration::from_millis(2500),
@@ -150,14 +134,7 @@ async fn the_apps_refusals_and_failures_reach_the_subscriber() {
     );
     // The app down: 503.
     drop(app);
-    let r = http::request(
-        &sc.public,
-        "GET",
-        "/events?topic=public/a",
-        &[("Cookie", &alice)],
-        b"",
-    )
-    .await;
+    let r = get_with_cookie(&sc, "/events?topic=public/a", &alice).await;
     assert_eq!(r.status, 503);
     // Nothing of the cookie is logged.
     assert!(!sc.log_text().contains(alice.trim_start_matches("sid=")));
@@ -185,14 +162,7 @@ async fn user_from_a_json_pointer_and_grants_from_the_app() {
     );
     // Sidecast-Grants narrows what forward_grants would allow.
     app.state.lock().unwrap().grants = Some("public/news".into());
-    let r = http::request(
-        &sc.public,
-        "GET",
-        "/events?topic=user/carol",
-        &[("Cookie", &carol)],
-        b"",
-    )
-    .await;
+    let r = get_with_cookie(&sc, "/events?topic=user/carol", &carol).await;
     assert_eq!(r.status, 403);
 }
 
@@ -284,15 +254,9 @@ async fn logout_ends_the_open_stream_on_recheck() {
     );
     // Reconnects are refused now.
     assert_eq!(
-        http::request(
-            &sc.public,
-            "GET",
-            "/events?topic=user/alice",
-            &[("Cookie", &alice)],
-            b""
-        )
-        .await
-        .status,
+        get_with_cookie(&sc, "/events?topic=user/alice", &alice)
+            .await
+            .status,
         401
     );
 }
