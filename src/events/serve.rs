@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::frame::{chunked, control, notice};
-use super::hub::{Opening, Refused, Subscribe};
+use super::hub::{Hub, Opening, Refused, Subscribe};
+use super::queue::StreamHandle;
 use super::request::{accepts_sse, denied_reply, resolve, Asked};
 use super::stream::{self, jittered, Settings};
 use crate::auth::Denied;
 use crate::listener::head::Head;
 use crate::listener::respond::Reply;
-use crate::metrics::RouteLabel;
+use crate::metrics::{Metrics, RouteLabel};
 use crate::state::{Runtime, Shared};
 
 /// What the connection does after an events request.
@@ -23,6 +25,37 @@ pub enum After {
     /// The response is complete and the connection may serve another.
     KeepAlive,
     Close,
+    /// A stream is subscribed and ready to run on this connection.
+    Stream(Opened),
+}
+
+/// A subscribed stream, handed back instead of run in place. An async
+/// function is as large as its largest state, so a stream run inside the
+/// request handling would keep the room of auth and forward-auth calls for
+/// its whole life; run as a task of its own, it holds only the connection,
+/// this and the lean writer.
+pub struct Opened {
+    handle: Arc<StreamHandle>,
+    first: Vec<Bytes>,
+    settings: Settings,
+    gauge: Gauge,
+    route: Arc<str>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+}
+
+impl Opened {
+    /// Runs the stream to its end, then closes the connection.
+    pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(self, mut io: IO) {
+        let started = std::time::Instant::now();
+        let handle = &self.handle;
+        tracing::info!(target: "sidecast::stream", stream = handle.id, route = %self.route, user = handle.user.as_deref().unwrap_or("-"), "stream opened");
+        let ended = stream::run(&mut io, handle, self.first, self.settings).await;
+        self.hub.unsubscribe(handle);
+        self.gauge.dec();
+        self.metrics.closed(ended.label());
+        tracing::info!(target: "sidecast::stream", stream = handle.id, route = %self.route, reason = ended.label(), duration_ms = started.elapsed().as_millis() as u64, "stream closed");
+    }
 }
 
 fn cors(head: &Head, rt: &Runtime) -> Option<String> {
@@ -106,8 +139,10 @@ fn sse_head(minor: u8, origin: &Option<String>) -> String {
     h
 }
 
-/// Serves one events request. `head` is taken by value and dropped before
-/// the stream runs: a long-lived stream keeps nothing of its request.
+/// Serves one events request up to its stream: a refusal or a complete
+/// answer is written here, a stream is returned as [`After::Stream`] for
+/// the caller to run. `head` is taken by value: a long-lived stream keeps
+/// nothing of its request.
 pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
     head: Head,
@@ -221,14 +256,15 @@ async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
         })
         .clone();
     gauge.inc();
-    let started = std::time::Instant::now();
-    tracing::info!(target: "sidecast::stream", stream = handle.id, route = %asked.route, user = handle.user.as_deref().unwrap_or("-"), "stream opened");
-    let ended = stream::run(io, &handle, first, settings).await;
-    shared.hub.unsubscribe(&handle);
-    gauge.dec();
-    shared.metrics.closed(ended.label());
-    tracing::info!(target: "sidecast::stream", stream = handle.id, route = %asked.route, reason = ended.label(), duration_ms = started.elapsed().as_millis() as u64, "stream closed");
-    After::Close
+    After::Stream(Opened {
+        handle,
+        first,
+        settings,
+        gauge,
+        route: asked.route,
+        hub: shared.hub.clone(),
+        metrics: shared.metrics.clone(),
+    })
 }
 
 /// The response head, `retry:`, and the replay or reset, as one write.
@@ -260,4 +296,50 @@ fn first_frames(
         frames.extend(opening.replay.iter().map(|e| e.wire(is_chunked)));
     }
     frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::hub::Limits;
+
+    /// Every open stream is one such task, and idle streams are what a pod
+    /// holds by the thousand: the whole task (the connection, the writer,
+    /// what the stream keeps) must stay near the lean writer's own size.
+    #[test]
+    fn a_stream_task_stays_small() {
+        let metrics = Arc::new(Metrics::new());
+        let limits = Limits {
+            size: 0,
+            ttl: Duration::ZERO,
+            bytes: 0,
+            policies: Vec::new(),
+            max_streams: 1,
+        };
+        let opened = Opened {
+            handle: Arc::new(StreamHandle::new(
+                1,
+                None,
+                Box::new([]),
+                None,
+                Arc::from("r"),
+                4,
+            )),
+            first: Vec::new(),
+            settings: Settings {
+                heartbeat: Duration::from_secs(1),
+                retry: Duration::from_secs(1),
+                chunked: true,
+                expires: None,
+            },
+            gauge: Gauge::default(),
+            route: Arc::from("r"),
+            hub: Arc::new(Hub::new(limits, metrics.clone())),
+            metrics,
+        };
+        let (io, _peer) = tokio::io::duplex(64);
+        let task = opened.run(io);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1280, "a stream's task is {size} bytes");
+    }
 }

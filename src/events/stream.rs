@@ -130,11 +130,22 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
         return e;
     }
     drop(first);
-    let mut next_beat = Instant::now() + s.heartbeat;
+    // One heartbeat timer for the stream's life. A write only notes its
+    // time; the timer, when it fires, is moved on to a heartbeat after the
+    // last write. Re-arming it at every event would cost a timer-wheel
+    // insertion and removal per delivery, on the fan-out's hot path.
+    let mut last_write = Instant::now();
+    let mut beat = pin!(sleep_until(last_write + s.heartbeat));
+    let mut expiry = pin!(async {
+        match s.expires {
+            Some(at) => sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    });
     let mut probe = [0u8; 8];
-    loop {
-        let mut batch: Vec<Arc<Event>> = Vec::new();
-        let ended = tokio::select! {
+    let mut batch: Vec<Arc<Event>> = Vec::new();
+    let ended = loop {
+        tokio::select! {
             biased;
             r = handle.next(&mut batch, BATCH) => match r {
                 Ok(()) => {
@@ -142,29 +153,38 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
                     if let Err(e) = or_slow(pin!(write_slices(io, batch.len(), frame)), handle).await {
                         return e;
                     }
-                    drop(batch);
-                    next_beat = Instant::now() + s.heartbeat;
-                    continue;
+                    // A burst's room is not kept by an idle stream.
+                    if batch.capacity() > 4 {
+                        batch = Vec::new();
+                    } else {
+                        batch.clear();
+                    }
+                    last_write = Instant::now();
                 }
-                Err(close) => Ended::Closed(close),
+                Err(close) => break Ended::Closed(close),
             },
-            _ = sleep_until(next_beat) => {
-                let beat = control(b":\n\n", s.chunked);
-                if or_slow(pin!(write_frames(io, &[beat])), handle).await.is_err() {
-                    return Ended::Client;
+            _ = &mut beat => {
+                let due = last_write + s.heartbeat;
+                if due <= Instant::now() {
+                    let beat = control(b":\n\n", s.chunked);
+                    if or_slow(pin!(write_frames(io, &[beat])), handle).await.is_err() {
+                        return Ended::Client;
+                    }
+                    last_write = Instant::now();
                 }
-                next_beat = Instant::now() + s.heartbeat;
-                continue;
+                beat.as_mut().reset(last_write + s.heartbeat);
             }
             r = io.read(&mut probe) => match r {
                 Ok(0) | Err(_) => return Ended::Client,
-                Ok(_) => continue,
+                Ok(_) => {}
             },
-            _ = sleep_until(s.expires.unwrap_or(next_beat)), if s.expires.is_some() => Ended::Expired,
-        };
-        finish(io, &ended, s).await;
-        return ended;
-    }
+            _ = &mut expiry => break Ended::Expired,
+        }
+    };
+    // Boxed: the last words are written once, and their room is not kept
+    // in every stream's task for its whole life.
+    Box::pin(finish(io, &ended, s)).await;
+    ended
 }
 
 /// The last words of a stream that sidecast ends, then the end of the body.

@@ -218,6 +218,12 @@ async fn serve_one<C: Conn>(
         return match serve_events(&mut io, head, index, params, shared, peer).await {
             After::KeepAlive => Some((io.into_l4(&std::mem::take(buf)), settings)),
             After::Close => None,
+            // A task of its own, sized to the stream alone: this task,
+            // which has room for every kind of request, ends here.
+            After::Stream(opened) => {
+                tokio::spawn(opened.run(io));
+                None
+            }
         };
     }
     let label = {
