@@ -61,21 +61,27 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Check) => {
-            print!("{}", config.effective());
+            let mut report = config.effective();
             if config.events.max_streams == sidecast::config::MaxStreams::Auto {
                 let files = sidecast::limits::raise_nofile();
                 let memory = sidecast::limits::memory_limit();
-                println!(
-                    "# max_streams = \"auto\" is {} here (open files {files}, memory {memory} bytes)",
+                report.push_str(&format!(
+                    "# max_streams = \"auto\" is {} here (open files {files}, memory {memory} bytes)\n",
                     sidecast::limits::auto_max_streams(files, memory)
-                );
+                ));
             }
             let table = sidecast::routes::RouteTable::new(&config);
-            print!("\n{}", table.describe(&config.upstream.target.url));
+            report.push_str(&format!(
+                "\n{}",
+                table.describe(&config.upstream.target.url)
+            ));
             for w in &config.warnings {
                 eprintln!("warning: {w}");
             }
-            println!("\n{}: valid", path.display());
+            report.push_str(&format!("\n{}: valid\n", path.display()));
+            // A reader that stops early (`sidecast check | head`) is not an
+            // error of the configuration: the exit status stays the verdict.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), report.as_bytes());
             ExitCode::SUCCESS
         }
         Some(Command::Token { sub, topics, ttl }) => {

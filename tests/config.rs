@@ -447,3 +447,23 @@ fn the_shipped_sidecar_toml_passes_check() {
         out.stderr
     );
 }
+
+/// `sidecast check | head` stops reading early: the verdict is still the
+/// exit status (0 for a valid file), and nothing panics.
+#[test]
+fn check_whose_reader_went_away_still_gives_its_verdict() {
+    let path = write_config("check-pipe", "[auth]\nrequired = false\n");
+    // The reading end is closed before sidecast starts, so its first write
+    // surely fails with a broken pipe.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = ops::command()
+        .args(["check", "--config", path.to_str().expect("utf-8 path")])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run sidecast check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
