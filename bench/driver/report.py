@@ -75,13 +75,13 @@ def fanout_table(res, key):
     return table(head, rows)
 
 
-def _why(step):
+def _why(step, p99_ms=100):
     why = []
     if step["delivered"] < step["expected"]:
         why.append(f"delivered {step['delivered_pct']:.2f}%")
         if step["streams_closed"]:
             why.append(f"{step['streams_closed']} streams closed")
-    if step["p99_ms"] is not None and step["p99_ms"] > 100:
+    if step["p99_ms"] is not None and step["p99_ms"] > p99_ms:
         why.append(f"p99 {f(step['p99_ms'], 0)} ms")
     if step["publish_errors"]:
         why.append(f"{step['publish_errors']} publish errors ({step['publish_last_error']})")
@@ -92,23 +92,28 @@ def _why(step):
 
 def saturation_table(res):
     head = ["system", "highest rate held (ev/s)", "deliveries/s there", "p99 ms there",
-            "next rate", "why not held", "SUT / gen CPU s (last step)", "steps (rate: delivered %, p99 ms)"]
+            "next rate: why not held", "highest rate with p99 ≤ 1 s (ev/s)",
+            "next rate: why not", "SUT / gen CPU s (last step)",
+            "steps (rate: delivered %, p99 ms)"]
     rows = []
     for name, r in _each(res, "e"):
         if "error" in r:
             rows.append(_err(name, r, len(head)))
             continue
         steps = r["steps"]
-        best = next((s for s in reversed(steps) if s["held"]), None)
+        best = next((s for s in steps if s["rate"] == r["held_rate"]), None)
+        failed = next((s for s in steps if not s["held"]), None)
         last = steps[-1] if steps else None
-        failed = last if last and not last["held"] else None
+        failed_loose = last if last and not last.get("held_loose", last["held"]) else None
         trail = "; ".join(f"{s['rate']}: {s['delivered_pct']:.1f}%, {f(s['p99_ms'], 1)}"
                           for s in steps)
         rows.append([f"**{name}**", f(r["held_rate"]),
                      f(best["delivered_per_s"], 0) if best else "–",
                      f(best["p99_ms"], 1) if best else "–",
-                     f(failed["rate"]) if failed else "(top of the ladder)",
-                     _why(failed) if failed else "–",
+                     f"{f(failed['rate'])}: {_why(failed)}" if failed else "(top of the ladder)",
+                     f(r.get("held_rate_loose")),
+                     f"{f(failed_loose['rate'])}: {_why(failed_loose, 1000)}"
+                     if failed_loose else "(top of the ladder)",
                      f"{f(last['sut_cpu_s'], 1)} / {f(last['gen_cpu_s'], 1)}" if last else "–",
                      trail])
     return table(head, rows)
@@ -175,12 +180,17 @@ def targets(res):
     peers = [_get(res, "e", n, "held_rate") for n in ("nchan", "pushpin")]
     if _get(res, "e", "sidecast", "steps") is not None:
         best_peer = max([p or 0 for p in peers], default=0)
+        loose = _get(res, "e", "sidecast", "held_rate_loose")
+        loose_peer = max([_get(res, "e", n, "held_rate_loose") or 0
+                          for n in ("nchan", "pushpin")], default=0)
+        context = (f"; with p99 ≤ 1 s instead: {f(loose)} ev/s vs best peer "
+                   f"{f(loose_peer)} ev/s")
         if sc is None and best_peer == 0:
             out.append(("saturation at 10k streams ≥ 2× the best peer",
-                        "no system held even the lowest rate", None))
+                        "no system held even the lowest rate at p99 ≤ 100 ms" + context, None))
         else:
             out.append(("saturation at 10k streams ≥ 2× the best peer",
-                        f"{f(sc)} ev/s vs best peer {f(best_peer)} ev/s",
+                        f"{f(sc)} ev/s vs best peer {f(best_peer)} ev/s" + context,
                         sc is not None and sc >= 2 * best_peer))
     sp = _get(res, "f", "sidecast", "req_per_s")
     ng = _get(res, "f", "nchan", "req_per_s")
@@ -314,7 +324,8 @@ def markdown(res, meta):
         ("d", f"(d) {f(p['d']['streams'])} idle streams, then one publish to all",
          lambda: idle_table(res, "d")),
         ("e", f"(e) saturation at {f(p['ten_k']['streams'])} streams: publish rate raised "
-              f"({p['sat_step_s']} s per step) until delivery < 100% or p99 > 100 ms",
+              f"({p['sat_step_s']} s per step) until delivery < 100% or p99 > 100 ms "
+              "(and on, to report the highest rate held with p99 ≤ 1 s)",
          lambda: saturation_table(res)),
         ("f", f"(f) pass-through: `wrk -t2 -c64 -d{p['wrk_s']}s` GET / "
               "(a small static answer from the origin nginx)", lambda: passthrough_table(res)),

@@ -105,34 +105,49 @@ def _fanout(ctx, system, subs, count, rate, opening):
     return dict(opening, **r)
 
 
-def held(r, rate):
-    """Was this saturation step held: all delivered, p99 within 100 ms, and
-    the publish rate reached?"""
+# The issue's criterion for a held saturation step, and a looser one that
+# still needs every event delivered: on a 2-core machine shared with the
+# load generator, no system keeps one publish to 10,000 streams within
+# 100 ms, so the looser bound is what tells the systems' capacity apart.
+STRICT_P99_MS = 100
+LOOSE_P99_MS = 1000
+
+
+def held(r, rate, p99_ms=STRICT_P99_MS):
+    """Was this saturation step held: all delivered, p99 within `p99_ms`,
+    and the publish rate reached?"""
     return (r["expected"] > 0 and r["delivered"] == r["expected"] and r["p99_ms"] is not None
-            and r["p99_ms"] <= 100 and r["publish_errors"] == 0
+            and r["p99_ms"] <= p99_ms and r["publish_errors"] == 0
             and r["publish_rate"] >= 0.9 * rate)
 
 
 def _saturation(ctx, system, subs, opening):
-    steps, best = [], None
+    """Raises the rate until a step is not held even by the looser bound;
+    the highest rate held by each bound is reported."""
+    steps, best, best_loose, strict_run = [], None, None, True
     budget_end = time.monotonic() + ctx.plan.sat_budget_s
     for rate in ctx.plan.sat_rates:
         if time.monotonic() > budget_end:
-            ctx.log(f"  {system.name}: saturation time budget spent; stopping at {best}/s")
+            ctx.log(f"  {system.name}: saturation time budget spent; stopping at {best_loose}/s")
             break
         count = min(int(rate * ctx.plan.sat_step_s), ctx.plan.sat_max_events)
         r = run_phase(ctx.loadgen, system, subs, ctx.next_phase(), count, rate,
                       ctx.plan.wait_s)
         ok = held(r, rate)
+        ok_loose = held(r, rate, LOOSE_P99_MS)
         r.pop("hist")
-        steps.append(dict(r, held=ok))
+        steps.append(dict(r, held=ok, held_loose=ok_loose))
         ctx.log(f"  {system.name}: {rate}/s -> {r['delivered_pct']:.2f}% p99 {r['p99_ms']} ms "
                 f"publish {r['publish_rate']:.0f}/s gen cpu {r['gen_cpu_s']:.1f}s "
-                f"sut cpu {r['sut_cpu_s']:.1f}s {'held' if ok else 'NOT held'}")
-        if not ok:
+                f"sut cpu {r['sut_cpu_s']:.1f}s {'held' if ok else 'NOT held'}"
+                f"{'' if ok else (' (held within 1 s)' if ok_loose else '')}")
+        if not ok_loose:
             break
-        best = rate
-    return dict(opening, held_rate=best, steps=steps)
+        strict_run = strict_run and ok
+        if strict_run:
+            best = rate
+        best_loose = rate
+    return dict(opening, held_rate=best, held_rate_loose=best_loose, steps=steps)
 
 
 def run_streams(ctx, system, which, results):
