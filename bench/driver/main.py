@@ -17,7 +17,7 @@ import time
 
 from . import cluster, report
 from .scenarios import OPTIONAL, SCENARIOS, Ctx, Plan, run_passthrough, run_streams
-from .systems import Nchan, Origin, Pushpin, Sidecast
+from .systems import Nchan, Origin, PingoraReference, Pushpin, Sidecast
 
 BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(BENCH)
@@ -58,6 +58,10 @@ def build():
     subprocess.run(["cargo", "build", "--release", "--locked"], check=True, cwd=BENCH)
     return (os.path.join(ROOT, "target", "release", "sidecast"),
             os.path.join(BENCH, "target", "release", "loadgen"))
+
+
+# Stock pingora, built with the load generator, for pass-through's reference row.
+PINGORA_REF = os.path.join(BENCH, "target", "release", "pingora-ref")
 
 
 def machine():
@@ -193,7 +197,12 @@ def main(argv):
                         results[k].setdefault(s.name, {"error": str(e)})
                 s.stop()
         if "f" in args.scenarios:
-            run_passthrough(ctx, origin, systems, results)
+            reference = None
+            if "sidecast" in names and os.path.exists(PINGORA_REF):
+                reference = PingoraReference(work, origin, PINGORA_REF)
+                meta["versions"][reference.name] = reference.version()
+                meta["notes"][reference.name] = reference.notes
+            run_passthrough(ctx, origin, systems, results, reference)
         if "g" in args.scenarios:
             cluster.run_cluster(ctx, origin, sidecast, results)
     finally:

@@ -123,14 +123,15 @@ def passthrough_table(res):
     head = ["target", "req/s", "p50 ms", "p99 ms", "ratio to direct", "non-2xx",
             "proxy CPU s", "proxy CPU µs / request", "origin CPU s", "wrk CPU s"]
     rows = []
-    for name in ["direct"] + SYSTEMS:
+    for name in ["direct"] + SYSTEMS + ["pingora"]:
         r = res.get("f", {}).get(name)
         if r is None:
             continue
         if "error" in r:
             rows.append(_err(name, r, len(head)))
             continue
-        label = {"direct": "direct to the origin", "nchan": "nginx `proxy_pass`"}.get(name, name)
+        label = {"direct": "direct to the origin", "nchan": "nginx `proxy_pass`",
+                 "pingora": "stock pingora (reference)"}.get(name, name)
         rows.append([f"**{label}**", f(r["req_per_s"], 0), f(r["p50_ms"], 2), f(r["p99_ms"], 2),
                      f(r["ratio"], 2), f(r["non_2xx"]),
                      "–" if name == "direct" else f(r["sut_cpu_s"], 1),
@@ -194,9 +195,11 @@ def targets(res):
                         sc is not None and sc >= 2 * best_peer))
     sp = _get(res, "f", "sidecast", "req_per_s")
     ng = _get(res, "f", "nchan", "req_per_s")
+    pr = _get(res, "f", "pingora", "req_per_s")
     if sp is not None and ng is not None:
+        ref = f" (stock pingora: {f(pr, 0)} req/s)" if pr is not None else ""
         out.append(("pass-through req/s ≥ nginx `proxy_pass`",
-                    f"{f(sp, 0)} vs {f(ng, 0)} req/s", sp >= ng))
+                    f"{f(sp, 0)} vs {f(ng, 0)} req/s{ref}", sp >= ng))
     return out
 
 

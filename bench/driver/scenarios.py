@@ -220,12 +220,14 @@ def wrk(ctx, name, port, pids, origin_pids):
     return r
 
 
-def run_passthrough(ctx, origin, systems, results):
+def run_passthrough(ctx, origin, systems, results, reference=None):
+    """wrk direct, then through each system; `reference` (stock pingora)
+    is measured last, beside them, when given."""
     ctx.log("(f) pass-through: wrk -c64 GET /")
     out = results["f"]
     opids = origin.proc.pids
     out["direct"] = wrk(ctx, "direct", origin.port, lambda: [], opids)
-    for s in systems:
+    for s in systems + ([reference] if reference else []):
         try:
             s.start()
             time.sleep(0.5)

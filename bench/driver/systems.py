@@ -341,3 +341,26 @@ stats_format=tnetstring
     def version(self):
         return subprocess.run(["pushpin", "--version"], capture_output=True,
                               text=True).stdout.strip()
+
+
+class PingoraReference(System):
+    """Stock pingora (its own server, the smallest proxy) in front of the
+    origin: only for the pass-through scenario, to show what pingora's
+    proxy path costs on this machine apart from sidecast."""
+
+    name = "pingora"
+    notes = "pingora's own server, `threads` = cores, a proxy with `upstream_peer` only"
+
+    def __init__(self, work, origin, binary):
+        super().__init__(work, origin)
+        self.binary = binary
+        self.proxy_port = free_port()
+
+    def start(self):
+        self.proc = Proc(self.name, [self.binary, f"127.0.0.1:{self.proxy_port}",
+                                     f"127.0.0.1:{self.origin.port}", str(nproc())],
+                         os.path.join(self.dir, "stdout.log"))
+        wait_http(f"http://127.0.0.1:{self.proxy_port}/", "stock pingora", proc=self.proc)
+
+    def version(self):
+        return "pingora 0.9 (bench/reference/pingora.rs)"
