@@ -260,4 +260,70 @@ mod tests {
         want.extend_from_slice(&parts[0]);
         assert_eq!(reader.await.unwrap(), want);
     }
+
+    /// Reads what the stream wrote so far, without waiting.
+    fn drain(peer: &mut tokio::io::DuplexStream) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            let mut rb = tokio::io::ReadBuf::new(&mut buf);
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            match std::pin::Pin::new(&mut *peer).poll_read(&mut cx, &mut rb) {
+                std::task::Poll::Ready(Ok(())) if !rb.filled().is_empty() => {
+                    out.extend_from_slice(rb.filled())
+                }
+                _ => return String::from_utf8(out).unwrap(),
+            }
+        }
+    }
+
+    /// The heartbeat is due `heartbeat` after the last write, not on a
+    /// fixed clock: an event resets it, although the timer is armed once.
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_comes_a_heartbeat_after_the_last_write() {
+        let h = Arc::new(StreamHandle::new(
+            1,
+            None,
+            Box::new([]),
+            None,
+            Arc::from("r"),
+            4,
+        ));
+        let (mut io, mut peer) = tokio::io::duplex(4096);
+        let s = Settings {
+            heartbeat: Duration::from_secs(10),
+            retry: Duration::from_secs(1),
+            chunked: false,
+            expires: None,
+        };
+        let stream = {
+            let h = h.clone();
+            tokio::spawn(async move { run(&mut io, &h, Vec::new(), s).await })
+        };
+        let step = |secs: u64| tokio::time::sleep(Duration::from_secs(secs));
+        step(6).await;
+        let new = crate::events::frame::NewEvent {
+            topics: vec![crate::topic::Topic::parse("t").unwrap()],
+            data: "x".into(),
+            name: None,
+            user: None,
+            retry: None,
+            idempotency_key: None,
+        };
+        h.push(&Arc::new(Event::new(1, "e1", &new)));
+        tokio::task::yield_now().await;
+        assert_eq!(drain(&mut peer), "id: e1\ndata: x\n\n");
+        // 10 s after the start, but only 4 s after the event: no beat yet.
+        step(5).await;
+        assert_eq!(drain(&mut peer), "");
+        // 10 s after the event: the beat.
+        step(6).await;
+        assert_eq!(drain(&mut peer), ":\n\n");
+        // And every 10 s while nothing else is written.
+        step(10).await;
+        assert_eq!(drain(&mut peer), ":\n\n");
+        h.close(Close::Shutdown);
+        assert_eq!(stream.await.unwrap(), Ended::Closed(Close::Shutdown));
+    }
 }
