@@ -212,14 +212,7 @@ async fn redis_outage_refuses_publish_then_resumes_without_loss() {
     );
 
     redis.restart();
-    for sc in [&a, &b] {
-        let admin = sc.admin.clone();
-        eventually("reconnected", || {
-            let admin = admin.clone();
-            async move { ready_json(&admin).await["cluster"] == "connected" }
-        })
-        .await;
-    }
+    all_connected(&[&a, &b]).await;
     let after = a.publish_one("t", "after").await;
     assert_eq!(
         s.next_event().await.unwrap().id.as_deref(),
@@ -245,12 +238,6 @@ async fn redis_outage_refuses_publish_then_resumes_without_loss() {
     assert_eq!(got, vec![before, after]);
 }
 
-async fn ready_json(admin: &str) -> serde_json::Value {
-    http::request(admin, "GET", "/readyz", &[], b"")
-        .await
-        .json()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_data_loss_gives_a_reset_not_a_wrong_replay() {
     if !support::require("redis-server") {
@@ -259,16 +246,10 @@ async fn redis_data_loss_gives_a_reset_not_a_wrong_replay() {
     let mut redis = Redis::start(false);
     let up = Upstream::start("app").await;
     let a = replica(&up, &redis);
-    eventually("connected", || async {
-        ready(&a).await["cluster"] == "connected"
-    })
-    .await;
+    all_connected(&[&a]).await;
     let old = a.publish_one("t", "before the loss").await;
     redis.restart(); // no persistence: the data set is gone
-    eventually("reconnected", || async {
-        ready(&a).await["cluster"] == "connected"
-    })
-    .await;
+    all_connected(&[&a]).await;
     let newer = a.publish_one("t", "new data set").await;
     assert_ne!(
         old.rsplit_once('-').unwrap().0,
@@ -306,14 +287,7 @@ async fn idempotency_keys_are_global_and_keys_share_the_hash_tag() {
     let redis = Redis::start(false);
     let up = Upstream::start("app").await;
     let (a, b) = (replica(&up, &redis), replica(&up, &redis));
-    for sc in [&a, &b] {
-        let admin = sc.admin.clone();
-        eventually("connected", || {
-            let admin = admin.clone();
-            async move { ready_json(&admin).await["cluster"] == "connected" }
-        })
-        .await;
-    }
+    all_connected(&[&a, &b]).await;
     let body = json!({"topic": "t", "data": "once", "idempotency_key": "order-42-paid"});
     let (s1, r1) = a.publish(body.clone()).await;
     let (s2, r2) = b.publish(body).await;
@@ -372,10 +346,7 @@ async fn wait_replicas_holds_the_202_until_a_redis_replica_has_the_event() {
         primary.url()
     );
     let sc = Sidecast::start(&o);
-    eventually("connected", || async {
-        ready(&sc).await["cluster"] == "connected"
-    })
-    .await;
+    all_connected(&[&sc]).await;
     // No Redis replica yet: WAIT cannot be satisfied, so no 202.
     let r = http::request(
         &sc.publish_url(),
