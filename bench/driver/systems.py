@@ -18,6 +18,30 @@ def nproc():
     return os.cpu_count() or 1
 
 
+def write_nginx_conf(path, run_dir, connections, http_body, modules=""):
+    """An nginx.conf for a foreground nginx that keeps every file under
+    `run_dir`, with `http_body` (servers, upstreams) inside `http {}`."""
+    with open(path, "w") as f:
+        f.write(f"""{modules}
+worker_processes {nproc()};
+worker_rlimit_nofile 20000;
+daemon off;
+user root;
+pid {run_dir}/nginx.pid;
+error_log {run_dir}/error.log warn;
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {run_dir}/body;
+    proxy_temp_path {run_dir}/proxy;
+    fastcgi_temp_path {run_dir}/fastcgi;
+    uwsgi_temp_path {run_dir}/uwsgi;
+    scgi_temp_path {run_dir}/scgi;{http_body}
+}}
+""")
+
+
 class Origin:
     """The app behind the proxies: nginx answering `GET /` with a small
     static body (the fast origin of the pass-through scenario), and
@@ -33,23 +57,7 @@ class Origin:
 
     def start(self):
         conf = os.path.join(self.dir, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""
-worker_processes {nproc()};
-worker_rlimit_nofile 20000;
-daemon off;
-user root;
-pid {self.dir}/nginx.pid;
-error_log {self.dir}/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path {self.dir}/body;
-    proxy_temp_path {self.dir}/proxy;
-    fastcgi_temp_path {self.dir}/fastcgi;
-    uwsgi_temp_path {self.dir}/uwsgi;
-    scgi_temp_path {self.dir}/scgi;
+        write_nginx_conf(conf, self.dir, 8192, f"""
     server {{
         listen 127.0.0.1:{self.port} backlog=4096;
         location = /events {{
@@ -63,9 +71,7 @@ http {{
             default_type text/plain;
             return 200 "hello from the origin\\n";
         }}
-    }}
-}}
-""")
+    }}""")
         self.proc = Proc("origin", ["nginx", "-c", conf, "-p", self.dir],
                          os.path.join(self.dir, "stdout.log"))
         wait_http(f"http://127.0.0.1:{self.port}/", "origin nginx", proc=self.proc)
@@ -182,24 +188,7 @@ class Nchan(System):
         self.starts += 1
         self.port = self.pub_port = self.proxy_port = free_port()
         conf = os.path.join(self.dir, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""
-load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
-worker_processes {nproc()};
-worker_rlimit_nofile 20000;
-daemon off;
-user root;
-pid {self.dir}/nginx.pid;
-error_log {self.dir}/error.log warn;
-events {{ worker_connections 20000; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path {self.dir}/body;
-    proxy_temp_path {self.dir}/proxy;
-    fastcgi_temp_path {self.dir}/fastcgi;
-    uwsgi_temp_path {self.dir}/uwsgi;
-    scgi_temp_path {self.dir}/scgi;
+        write_nginx_conf(conf, self.dir, 20000, f"""
     upstream origin {{
         server 127.0.0.1:{self.origin.port};
         keepalive 64;
@@ -221,9 +210,7 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
-    }}
-}}
-""")
+    }}""", modules="load_module /usr/lib/nginx/modules/ngx_nchan_module.so;")
         self.proc = Proc("nchan", ["nginx", "-c", conf, "-p", self.dir],
                          os.path.join(self.dir, f"run{self.starts}.log"))
         wait_http(f"http://127.0.0.1:{self.port}/", "nginx + nchan", proc=self.proc)
