@@ -153,6 +153,14 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
 ) -> After {
     let rt = shared.runtime();
     let origin = cors(&head, &rt);
+    // Before anything else: sidecast answers this request itself and reads
+    // no body, so a body left on the connection would be parsed as the next
+    // request (a smuggled request, behind any ingress that shares
+    // connections). Refused, and the connection closed, for every method.
+    if head.has_body() {
+        let r = Reply::error(400, "body", "a request to an events path has no body");
+        return reply(io, &head, with_cors(r, &origin)).await;
+    }
     if head.method == "OPTIONS" {
         let mut r = with_cors(Reply::new(204), &origin);
         if origin.is_some() {
@@ -165,10 +173,6 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
                 .header("Access-Control-Max-Age", "600");
         }
         return reply(io, &head, r).await;
-    }
-    if head.has_body() {
-        let r = Reply::error(400, "body", "a request to an events path has no body");
-        return reply(io, &head, with_cors(r, &origin)).await;
     }
     let params_ref: Vec<(&str, &str)> = params
         .iter()

@@ -8,8 +8,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-/// Header slots parsed; more is a `431`.
-const MAX_HEADERS: usize = 100;
+/// Header slots tried first, on the stack: enough for nearly every head.
+const COMMON_HEADERS: usize = 64;
+/// The most header fields a head may have. pingora, which reads every
+/// proxied head again, parses at most this many; a head with more would
+/// meet the proxy library's own error page, so it is refused here first,
+/// with a `431` that says so.
+pub const MAX_HEADERS: usize = 256;
 
 /// A parsed request head. Header names are lower-cased.
 #[derive(Debug, Clone)]
@@ -77,6 +82,8 @@ pub enum HeadError {
     Timeout,
     #[error("the request head is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the request head has more than {0} header fields")]
+    TooManyHeaders(usize),
     #[error("malformed request: {0}")]
     Malformed(String),
     #[error("the request target is longer than {0} bytes")]
@@ -91,7 +98,7 @@ impl HeadError {
         match self {
             HeadError::Closed | HeadError::Idle => None,
             HeadError::Timeout => Some(408),
-            HeadError::TooLarge(_) => Some(431),
+            HeadError::TooLarge(_) | HeadError::TooManyHeaders(_) => Some(431),
             HeadError::Malformed(_) => Some(400),
             HeadError::TargetTooLong(_) => Some(414),
         }
@@ -159,11 +166,28 @@ pub async fn read_head<R: AsyncRead + Unpin>(
 
 /// Parses a complete head from `buf`, `None` when more bytes are needed.
 pub fn parse(buf: &[u8], max: usize) -> Result<Option<Head>, HeadError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
+    let mut slots = [httparse::EMPTY_HEADER; COMMON_HEADERS];
+    match parse_with(buf, max, &mut slots) {
+        Err(HeadError::TooManyHeaders(_)) => {
+            // A head with many small fields: as many slots as it has lines
+            // (an upper bound of its fields), up to the most pingora takes.
+            let lines = buf.iter().filter(|&&b| b == b'\n').count();
+            let mut slots = vec![httparse::EMPTY_HEADER; lines.clamp(1, MAX_HEADERS)];
+            parse_with(buf, max, &mut slots)
+        }
+        other => other,
+    }
+}
+
+fn parse_with<'b>(
+    buf: &'b [u8],
+    max: usize,
+    slots: &mut [httparse::Header<'b>],
+) -> Result<Option<Head>, HeadError> {
+    let mut req = httparse::Request::new(slots);
     let status = match req.parse(buf) {
         Ok(s) => s,
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge(max)),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders(MAX_HEADERS)),
         Err(e) => return Err(HeadError::Malformed(e.to_string())),
     };
     let len = match status {
@@ -305,5 +329,18 @@ mod tests {
                 p(bad)
             );
         }
+    }
+
+    #[test]
+    fn many_small_headers_fit() {
+        let mut req = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..150 {
+            req.push_str(&format!("X-H{i}: {i}\r\n"));
+        }
+        req.push_str("\r\n");
+        let h = p(&req).unwrap().unwrap();
+        assert_eq!(h.headers.len(), 151);
+        req.insert_str(req.len() - 2, &"A: b\r\n".repeat(200));
+        assert_eq!(p(&req).unwrap_err(), HeadError::TooManyHeaders(MAX_HEADERS));
     }
 }

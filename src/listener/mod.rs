@@ -178,12 +178,16 @@ async fn serve_one<C: Conn>(
                 let code = match e {
                     HeadError::Timeout => "head_timeout",
                     HeadError::TooLarge(_) => "head_too_large",
+                    HeadError::TooManyHeaders(_) => "too_many_headers",
                     HeadError::TargetTooLong(_) => "uri_too_long",
                     _ => "malformed",
                 };
                 let r = Reply::error(status, code, e.to_string()).header("Sidecast-Error", code);
-                let _ = r.send(&mut io, 1, false, false).await;
+                let sent = r.send(&mut io, 1, false, false).await.is_ok();
                 tracing::debug!(peer = %peer, error = %e, "refused a request head");
+                if sent {
+                    linger(&mut io).await;
+                }
             }
             return None;
         }
@@ -193,7 +197,9 @@ async fn serve_one<C: Conn>(
         // the proxy library's own reaches the client.
         let r = Reply::error(405, "method", "CONNECT is not supported")
             .header("Sidecast-Error", "method-not-allowed");
-        let _ = r.send(&mut io, head.minor, false, false).await;
+        if r.send(&mut io, head.minor, false, false).await.is_ok() {
+            linger(&mut io).await;
+        }
         return None;
     }
     let rt = shared.runtime();
@@ -217,7 +223,10 @@ async fn serve_one<C: Conn>(
         }
         return match serve_events(&mut io, head, index, params, shared, peer).await {
             After::KeepAlive => Some((io.into_l4(&std::mem::take(buf)), settings)),
-            After::Close => None,
+            After::Close => {
+                linger(&mut io).await;
+                None
+            }
             // A task of its own, sized to the stream alone: this task,
             // which has room for every kind of request, ends here.
             After::Stream(opened) => {
@@ -244,6 +253,11 @@ async fn serve_one<C: Conn>(
     let mut session = ServerSession::new_http1(stream);
     if let Some(s) = settings {
         s.apply_to_session(&mut session);
+    }
+    if minor == 0 {
+        // An HTTP/1.0 client takes any response for the final one: no
+        // interim `1xx` of the upstream's may reach it (RFC 9110 §15.2).
+        session.set_ignore_info_resp(true);
     }
     let watch = shared.lifecycle.shutdown_tx.subscribe();
     let deadline = HeaderDeadline::new();
@@ -278,6 +292,33 @@ async fn serve_one<C: Conn>(
     let (stream, settings) = reused.consume();
     let l4 = stream.into_any().downcast::<L4Stream>().ok()?;
     Some((l4, settings))
+}
+
+/// Closes a connection after sidecast's own final answer without losing
+/// that answer. Bytes the client sent that were never read (a refused
+/// body, a pipelined request) would make the kernel reset the connection
+/// on close, and a reset can discard the answer before the client reads
+/// it: so the write side is shut first, and what arrives is read and
+/// dropped (never parsed) until the client closes, for at most
+/// `LINGER_TIME` and `LINGER_BYTES`.
+async fn linger<C: AsyncRead + AsyncWrite + Unpin>(io: &mut C) {
+    use tokio::io::AsyncReadExt;
+    const LINGER_TIME: Duration = Duration::from_secs(2);
+    const LINGER_BYTES: usize = 256 * 1024;
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let mut scratch = vec![0u8; 4096];
+    let mut seen = 0;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while seen < LINGER_BYTES {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// A second handle on a connection's socket.
