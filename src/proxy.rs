@@ -17,7 +17,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 
-use crate::auth::redact_target;
+use crate::listener::target::redact_target;
 use crate::metrics::ClassLabel;
 use crate::routes::strip;
 use crate::state::Shared;
@@ -39,6 +39,15 @@ pub struct Ctx {
     /// Connecting failed (pingora's `fail_to_connect` saw it).
     connect_failed: bool,
     sidecast_error: Option<&'static str>,
+    /// The upstream's authority, for a request that came without `Host`
+    /// (HTTP/1.0 allows that; the HTTP/1.1 request sent upstream needs one).
+    host: Option<String>,
+}
+
+/// `host:port` of an upstream URL, as written.
+fn authority(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    uri.authority().map(|a| a.as_str().to_owned())
 }
 
 /// The label of a proxy route in metrics and logs.
@@ -119,7 +128,22 @@ impl ProxyHttp for Proxy {
             timeout: Duration::ZERO,
             connect_failed: false,
             sidecast_error: None,
+            host: None,
         }
+    }
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<bool> {
+        // HTTP/1.0 has no `100 Continue` (RFC 9110 §10.1.1: the
+        // expectation is ignored), and no 1xx may reach an HTTP/1.0 client,
+        // which would take it for the final answer: the listener makes the
+        // session drop interim answers, and without `Expect` here none is
+        // asked of the upstream either.
+        if session.req_header().version == http::Version::HTTP_10 {
+            session
+                .req_header_mut()
+                .remove_header(&http::header::EXPECT);
+        }
+        Ok(false)
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -135,6 +159,14 @@ impl ProxyHttp for Proxy {
             }
             None => &up.target,
         };
+        if session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .is_none()
+        {
+            ctx.host = authority(&target.url);
+        }
         ctx.timeout = up.timeout;
         let mut peer = HttpPeer::new(target.addr, false, String::new());
         peer.options.connection_timeout = Some(up.connect_timeout);
@@ -175,6 +207,9 @@ impl ProxyHttp for Proxy {
             .map(|a| a.ip());
         let trusted = is_trusted(peer, &self.shared.runtime().config.upstream.trusted_proxies);
         forwarding(req, peer, trusted);
+        if let Some(host) = ctx.host.take() {
+            req.insert_header(http::header::HOST, host)?;
+        }
         if let Some(prefix) = &ctx.strip {
             let pq = req
                 .uri
