@@ -34,30 +34,75 @@ pub const LOG_MAXLEN: usize = 100_000;
 const FANOUT_WAIT: Duration = Duration::from_secs(2);
 
 /// Appends a batch atomically, honouring idempotency keys; returns the
-/// epoch and the stream ids (comma-separated).
+/// epoch and the stream ids (comma-separated), or `{epoch, '', 'conflict',
+/// key}` when a key was used before for other content (then nothing is
+/// appended). A key's value is `id SHA1` (a request key's, `ids SHA1`), the
+/// SHA1 of what it was first used for, so that a retry and a reuse can be
+/// told apart on every replica alike.
+///
+/// ARGV: window ms, log max length, request key, a new epoch, then pairs
+/// of (event key, stored event).
 const APPEND: &str = r#"
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
   redis.call('SET', KEYS[2], ARGV[4])
   epoch = ARGV[4]
 end
+local function split(v)
+  local sp = string.find(v, ' ', 1, true)
+  if not sp then return v, nil end
+  return string.sub(v, 1, sp - 1), string.sub(v, sp + 1)
+end
+local parts = {}
+for i = 5, #ARGV, 2 do
+  parts[#parts + 1] = ARGV[i] .. '\0' .. ARGV[i + 1]
+end
+local request_fp = redis.sha1hex(table.concat(parts, '\n'))
 if ARGV[3] ~= '' then
   local prev = redis.call('GET', '{sidecast}:req:' .. ARGV[3])
-  if prev then return {epoch, prev} end
+  if prev then
+    local ids, fp = split(prev)
+    if fp and fp ~= request_fp then return {epoch, '', 'conflict', ARGV[3]} end
+    return {epoch, ids}
+  end
+end
+local seen = {}
+for i = 5, #ARGV, 2 do
+  local key = ARGV[i]
+  if key ~= '' then
+    local fp = redis.sha1hex(ARGV[i + 1])
+    local known = seen[key]
+    if not known then
+      local v = redis.call('GET', '{sidecast}:idem:' .. key)
+      if v then
+        local _, vfp = split(v)
+        known = vfp
+      end
+    end
+    if known and known ~= fp then return {epoch, '', 'conflict', key} end
+    seen[key] = fp
+  end
 end
 local ids = {}
 for i = 5, #ARGV, 2 do
   local key = ARGV[i]
   local id = false
-  if key ~= '' then id = redis.call('GET', '{sidecast}:idem:' .. key) end
+  if key ~= '' then
+    local v = redis.call('GET', '{sidecast}:idem:' .. key)
+    if v then id = split(v) end
+  end
   if not id then
     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i + 1])
-    if key ~= '' then redis.call('SET', '{sidecast}:idem:' .. key, id, 'PX', ARGV[1]) end
+    if key ~= '' then
+      redis.call('SET', '{sidecast}:idem:' .. key, id .. ' ' .. seen[key], 'PX', ARGV[1])
+    end
   end
   ids[#ids + 1] = id
 end
 local joined = table.concat(ids, ',')
-if ARGV[3] ~= '' then redis.call('SET', '{sidecast}:req:' .. ARGV[3], joined, 'PX', ARGV[1]) end
+if ARGV[3] ~= '' then
+  redis.call('SET', '{sidecast}:req:' .. ARGV[3], joined .. ' ' .. request_fp, 'PX', ARGV[1])
+end
 return {epoch, joined}
 "#;
 
@@ -72,16 +117,50 @@ end
 return cur
 "#;
 
-/// Why a cluster operation failed: Redis is not reachable.
+/// Why a cluster operation failed. Each says whether the operation may
+/// have taken effect, because a publisher that is told "nothing was
+/// published" will retry without thinking, and one that is not, must
+/// retry with the same idempotency keys.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Unavailable(String);
+pub enum Unavailable {
+    /// Nothing was sent to Redis: certainly no effect.
+    #[error("Redis is unreachable: {0}")]
+    NotSent(redis::RedisError),
+    /// The request was sent and no answer came (a timeout, a connection
+    /// lost mid-request): Redis may or may not have carried it out.
+    #[error("Redis did not answer: {0}")]
+    NoAnswer(String),
+    /// The events are in the log, but fewer Redis replicas than
+    /// `wait_replicas` confirmed them in time.
+    #[error("appended to the Redis log, but {acked} of the {wanted} Redis replicas asked for (wait_replicas) confirmed within 2s: not confirmed durable")]
+    NotDurable { acked: String, wanted: u32 },
+}
 
 impl Unavailable {
-    /// Whether the events reached the log even so (only `wait_replicas`
-    /// went unmet): a retry should carry the same idempotency keys.
-    pub fn appended(&self) -> bool {
-        self.0.starts_with("appended")
+    /// Whether the operation certainly had no effect.
+    pub fn nothing_done(&self) -> bool {
+        matches!(self, Unavailable::NotSent(_))
+    }
+}
+
+/// Why a cluster publish was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+    /// An idempotency key was used within the window for other content;
+    /// nothing was appended.
+    #[error("the idempotency key {0:?} was used within dedupe_window for different content")]
+    KeyReused(String),
+}
+
+/// An error from a request already sent: a refusal to connect is certain,
+/// anything else leaves the outcome open.
+fn after_send(e: redis::RedisError) -> Unavailable {
+    if e.is_connection_refusal() {
+        Unavailable::NotSent(e)
+    } else {
+        Unavailable::NoAnswer(e.to_string())
     }
 }
 
@@ -174,7 +253,7 @@ impl Cluster {
         let c = self
             .connect(Duration::from_secs(5))
             .await
-            .map_err(|e| Unavailable(format!("Redis is unreachable: {e}")))?;
+            .map_err(Unavailable::NotSent)?;
         *self.conn.write().await = Some(c.clone());
         Ok(c)
     }
@@ -190,7 +269,7 @@ impl Cluster {
         events: &[NewEvent],
         request_key: Option<&str>,
         window: Duration,
-    ) -> Result<Vec<String>, Unavailable> {
+    ) -> Result<Vec<String>, PublishError> {
         let mut conn = self.conn().await?;
         let mut inv = self.append.key(LOG);
         inv.key(EPOCH)
@@ -209,15 +288,30 @@ impl Cluster {
             inv.arg(e.idempotency_key.as_deref().unwrap_or(""))
                 .arg(serde_json::to_string(&stored).unwrap_or_default());
         }
-        let result: Result<(String, String), _> =
-            tokio::time::timeout(Duration::from_secs(5), inv.invoke_async(&mut conn))
-                .await
-                .map_err(|_| Unavailable("Redis did not answer within 5s".into()))?;
-        let (epoch, joined) = match result {
-            Ok(x) => x,
-            Err(e) => {
-                self.drop_conn().await;
-                return Err(Unavailable(format!("Redis is unreachable: {e}")));
+        // From here the script may have reached Redis: a timeout or a lost
+        // connection leaves the outcome unknown, never "nothing published".
+        let answer: Vec<String> =
+            match tokio::time::timeout(Duration::from_secs(5), inv.invoke_async(&mut conn)).await {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => {
+                    self.drop_conn().await;
+                    return Err(after_send(e).into());
+                }
+                Err(_) => {
+                    self.drop_conn().await;
+                    return Err(Unavailable::NoAnswer("no answer within 5s".into()).into());
+                }
+            };
+        let (epoch, joined) = match answer.as_slice() {
+            [epoch, joined] => (epoch, joined),
+            [_, _, what, key] if what == "conflict" => {
+                return Err(PublishError::KeyReused(key.clone()))
+            }
+            _ => {
+                return Err(Unavailable::NoAnswer(format!(
+                    "unexpected answer from Redis: {answer:?}"
+                ))
+                .into())
             }
         };
         if self.wait_replicas > 0 {
@@ -226,15 +320,22 @@ impl Cluster {
                 .arg(2000)
                 .query_async(&mut conn)
                 .await;
-            match acked {
-                Ok(n) if n >= i64::from(self.wait_replicas) => {}
-                Ok(n) => return Err(Unavailable(format!("appended to the Redis log, but only {n} of the {} Redis replicas asked for (wait_replicas) acknowledged within 2s: not confirmed durable; retry with the same idempotency keys", self.wait_replicas))),
-                Err(e) => return Err(Unavailable(format!("Redis is unreachable: {e}"))),
+            let acked = match acked {
+                Ok(n) if n >= i64::from(self.wait_replicas) => None,
+                Ok(n) => Some(n.to_string()),
+                Err(e) => Some(format!("an unknown number (WAIT failed: {e})")),
+            };
+            if let Some(acked) = acked {
+                return Err(Unavailable::NotDurable {
+                    acked,
+                    wanted: self.wait_replicas,
+                }
+                .into());
             }
         }
         Ok(joined
             .split(',')
-            .map(|id| format_id(&epoch, seq_of(id).unwrap_or(0)))
+            .map(|id| format_id(epoch, seq_of(id).unwrap_or(0)))
             .collect())
     }
 
@@ -406,15 +507,17 @@ impl Cluster {
         let receivers: usize = conn
             .publish(CONTROL, serde_json::to_string(&c).unwrap_or_default())
             .await
-            .map_err(|e| Unavailable(format!("Redis is unreachable: {e}")))?;
+            .map_err(after_send)?;
         let key = format!("{{sidecast}}:reply:{}", c.req);
         let deadline = tokio::time::Instant::now() + FANOUT_WAIT;
         let mut sum = 0usize;
         let mut got = 0;
+        // The request is out: from here a failure leaves it open whether
+        // replicas acted on it.
         let mut blocking = self
             .connect(FANOUT_WAIT + Duration::from_secs(2))
             .await
-            .map_err(|e| Unavailable(format!("Redis is unreachable: {e}")))?;
+            .map_err(|e| Unavailable::NoAnswer(e.to_string()))?;
         while got < receivers {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
@@ -428,7 +531,7 @@ impl Cluster {
             let r: Option<(String, usize)> = blocking
                 .blpop(&key, left.as_secs_f64().max(0.01))
                 .await
-                .map_err(|e| Unavailable(format!("Redis is unreachable: {e}")))?;
+                .map_err(|e| Unavailable::NoAnswer(e.to_string()))?;
             match r {
                 Some((_, n)) => {
                     sum += n;

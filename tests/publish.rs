@@ -343,7 +343,9 @@ async fn idempotency_keys_answer_the_first_ids_and_publish_once() {
     );
     assert_eq!(batch[0], first[0]);
     assert_ne!(batch[1], first[0]);
-    // A request key: a repeat answers the first call's ids, whatever it carries.
+    // A request key: a repeat of the same request answers the first call's
+    // ids; the same key with another body is refused (422), publishing
+    // nothing.
     let keyed = |data: &'static str| {
         let sc = &sc;
         async move {
@@ -363,9 +365,11 @@ async fn idempotency_keys_answer_the_first_ids_and_publish_once() {
         }
     };
     let r1 = ids_of(&keyed("req").await);
-    let r2 = ids_of(&keyed("retry").await);
+    let r2 = ids_of(&keyed("req").await);
     assert_eq!(r1, r2);
     assert_eq!(r1.len(), 2);
+    let reused = keyed("retry").await;
+    assert_error(&reused, 422, "Idempotency-Key");
     let bad = publish_with(
         &sc,
         "POST",
@@ -378,13 +382,14 @@ async fn idempotency_keys_answer_the_first_ids_and_publish_once() {
     )
     .await;
     assert_error(&bad, 400, "Idempotency-Key");
-    // A key repeated inside one batch: published once, both answer its id.
+    // A key repeated inside one batch for the same event: published once,
+    // both answer its id.
     let twice = ids_of(
         &publish_json(
             &sc,
             &json!([
                 {"topic": "i", "data": "dup", "idempotency_key": "order-3"},
-                {"topic": "i", "data": "dup again", "idempotency_key": "order-3"},
+                {"topic": "i", "data": "dup", "idempotency_key": "order-3"},
             ]),
         )
         .await,

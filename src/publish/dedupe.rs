@@ -1,16 +1,71 @@
 //! Idempotency: keys accepted within `dedupe_window` are answered with the
 //! first call's ids instead of publishing again. The check and the publish
-//! happen under one lock, so two concurrent retries publish once.
+//! happen under one lock, so two concurrent retries publish once. A key
+//! reused with another event (or a request key with other events) is a bug
+//! in the publisher, not a retry: it is refused whole, and nothing of that
+//! request is published.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
 use crate::events::frame::NewEvent;
+
+/// What an event or a request is, for telling a retry from a reuse.
+type Fingerprint = [u8; 32];
+
+/// An idempotency key reused within the window with other content.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the idempotency key {key:?} was used within dedupe_window for a different {what}")]
+pub struct KeyReused {
+    pub key: String,
+    /// `"event"` for an event's key, `"request body"` for the header's.
+    pub what: &'static str,
+    /// The field that carried the key.
+    pub field: String,
+}
+
+/// An event's content as a retry must repeat it: topics, name, data,
+/// retry and user (the key itself is not content).
+fn event_fingerprint(e: &NewEvent) -> Fingerprint {
+    let mut h = Sha256::new();
+    fingerprint_into(&mut h, e);
+    h.finalize().into()
+}
+
+fn fingerprint_into(h: &mut Sha256, e: &NewEvent) {
+    // Length-prefixed fields: no two different events hash the same input.
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(&(e.topics.len() as u64).to_le_bytes());
+    for t in &e.topics {
+        field(t.as_str().as_bytes());
+    }
+    field(e.data.as_bytes());
+    field(e.name.as_deref().unwrap_or("\0").as_bytes());
+    field(e.user.as_deref().unwrap_or("\0").as_bytes());
+    field(&e.retry.map_or([0xff; 8], u64::to_le_bytes));
+}
+
+/// A request's content: its events in order, keys included.
+fn request_fingerprint(events: &[NewEvent]) -> Fingerprint {
+    let mut h = Sha256::new();
+    for e in events {
+        fingerprint_into(&mut h, e);
+        let key = e.idempotency_key.as_deref().unwrap_or("\0");
+        h.update((key.len() as u64).to_le_bytes());
+        h.update(key.as_bytes());
+    }
+    h.finalize().into()
+}
 
 #[derive(Default)]
 pub struct Dedupe {
-    events: HashMap<String, String>,
-    requests: HashMap<String, Vec<String>>,
+    events: HashMap<String, (String, Fingerprint)>,
+    requests: HashMap<String, (Vec<String>, Fingerprint)>,
     /// Expiry order: (when, is_request, key).
     order: VecDeque<(Instant, bool, String)>,
 }
@@ -30,7 +85,8 @@ impl Dedupe {
     /// answers every event's id, in order. A repeated request key answers
     /// the first call's ids; an event whose key was accepted before, or
     /// earlier in this batch, is not published again and answers the first
-    /// one's id.
+    /// one's id. A key reused with other content refuses the whole batch
+    /// before anything is published.
     pub fn accept(
         &mut self,
         events: Vec<NewEvent>,
@@ -38,26 +94,55 @@ impl Dedupe {
         window: Duration,
         now: Instant,
         publish: impl FnOnce(&[NewEvent]) -> Vec<String>,
-    ) -> Vec<String> {
+    ) -> Result<Vec<String>, KeyReused> {
         self.expire(now);
-        if let Some(ids) = request_key.as_ref().and_then(|k| self.requests.get(k)) {
-            return ids.clone();
+        let request_fp = request_key.as_ref().map(|_| request_fingerprint(&events));
+        if let (Some(k), Some(fp)) = (&request_key, &request_fp) {
+            if let Some((ids, first)) = self.requests.get(k) {
+                if first != fp {
+                    return Err(KeyReused {
+                        key: k.clone(),
+                        what: "request body",
+                        field: "Idempotency-Key".into(),
+                    });
+                }
+                return Ok(ids.clone());
+            }
         }
-        let keys: Vec<Option<String>> = events.iter().map(|e| e.idempotency_key.clone()).collect();
-        let slots: Vec<Slot> = keys
+        let keyed: Vec<Option<(String, Fingerprint)>> = events
             .iter()
-            .enumerate()
-            .map(|(i, key)| match key {
-                None => Slot::Fresh,
-                Some(k) => match self.events.get(k) {
-                    Some(id) => Slot::Known(id.clone()),
-                    None => keys[..i]
-                        .iter()
-                        .position(|p| p.as_ref() == Some(k))
-                        .map_or(Slot::Fresh, Slot::SameAs),
-                },
-            })
+            .map(|e| e.idempotency_key.clone().map(|k| (k, event_fingerprint(e))))
             .collect();
+        let mut slots: Vec<Slot> = Vec::with_capacity(events.len());
+        for (i, key) in keyed.iter().enumerate() {
+            let slot = match key {
+                None => Slot::Fresh,
+                Some((k, fp)) => {
+                    let reused = || KeyReused {
+                        key: k.clone(),
+                        what: "event",
+                        field: format!("[{i}].idempotency_key"),
+                    };
+                    if let Some((id, first)) = self.events.get(k) {
+                        if first != fp {
+                            return Err(reused());
+                        }
+                        Slot::Known(id.clone())
+                    } else if let Some(j) = keyed[..i]
+                        .iter()
+                        .position(|p| p.as_ref().is_some_and(|(pk, _)| pk == k))
+                    {
+                        if keyed[j].as_ref().is_some_and(|(_, pf)| pf != fp) {
+                            return Err(reused());
+                        }
+                        Slot::SameAs(j)
+                    } else {
+                        Slot::Fresh
+                    }
+                }
+            };
+            slots.push(slot);
+        }
         // The common case, nothing repeated, passes the batch on as it is.
         let fresh: Vec<NewEvent> = if slots.iter().all(|s| matches!(s, Slot::Fresh)) {
             events
@@ -71,28 +156,28 @@ impl Dedupe {
         };
         let mut new_ids = publish(&fresh).into_iter();
         let mut ids: Vec<String> = Vec::with_capacity(slots.len());
-        for (slot, key) in slots.into_iter().zip(keys) {
+        for (slot, key) in slots.into_iter().zip(keyed) {
             let id = match slot {
                 Slot::Known(id) => id,
                 Slot::SameAs(first) => ids[first].clone(),
                 Slot::Fresh => {
                     let id = new_ids.next().unwrap_or_default();
-                    if let (Some(k), false) = (key, window.is_zero()) {
+                    if let (Some((k, fp)), false) = (key, window.is_zero()) {
                         self.order.push_back((now + window, false, k.clone()));
-                        self.events.insert(k, id.clone());
+                        self.events.insert(k, (id.clone(), fp));
                     }
                     id
                 }
             };
             ids.push(id);
         }
-        if let Some(k) = request_key {
+        if let (Some(k), Some(fp)) = (request_key, request_fp) {
             if !window.is_zero() {
                 self.order.push_back((now + window, true, k.clone()));
-                self.requests.insert(k, ids.clone());
+                self.requests.insert(k, (ids.clone(), fp));
             }
         }
-        ids
+        Ok(ids)
     }
 
     fn expire(&mut self, now: Instant) {
@@ -150,31 +235,37 @@ mod tests {
         let (mut log, mut n) = (Vec::new(), 0);
         let w = Duration::from_secs(60);
         let t0 = Instant::now();
-        let ids = d.accept(
-            vec![ev("a", Some("k1")), ev("b", None), ev("c", Some("k1"))],
-            None,
-            w,
-            t0,
-            publisher(&mut log, &mut n),
-        );
+        let ids = d
+            .accept(
+                vec![ev("a", Some("k1")), ev("b", None), ev("a", Some("k1"))],
+                None,
+                w,
+                t0,
+                publisher(&mut log, &mut n),
+            )
+            .unwrap();
         assert_eq!(ids, ["id-1", "id-2", "id-1"]);
-        let ids = d.accept(
-            vec![ev("d", Some("k2")), ev("a again", Some("k1"))],
-            None,
-            w,
-            t0,
-            publisher(&mut log, &mut n),
-        );
+        let ids = d
+            .accept(
+                vec![ev("d", Some("k2")), ev("a", Some("k1"))],
+                None,
+                w,
+                t0,
+                publisher(&mut log, &mut n),
+            )
+            .unwrap();
         assert_eq!(ids, ["id-3", "id-1"]);
         assert_eq!(log, ["a", "b", "d"]);
         // Past the window the key is new again.
-        let ids = d.accept(
-            vec![ev("a late", Some("k1"))],
-            None,
-            w,
-            t0 + w,
-            publisher(&mut log, &mut n),
-        );
+        let ids = d
+            .accept(
+                vec![ev("a late", Some("k1"))],
+                None,
+                w,
+                t0 + w,
+                publisher(&mut log, &mut n),
+            )
+            .unwrap();
         assert_eq!(ids, ["id-4"]);
         assert!(
             d.events.len() == 1 && d.order.len() == 1,
@@ -188,20 +279,24 @@ mod tests {
         let (mut log, mut n) = (Vec::new(), 0);
         let w = Duration::from_secs(60);
         let t0 = Instant::now();
-        let first = d.accept(
-            vec![ev("a", None), ev("b", None)],
-            Some("r".into()),
-            w,
-            t0,
-            publisher(&mut log, &mut n),
-        );
-        let again = d.accept(
-            vec![ev("other", None)],
-            Some("r".into()),
-            w,
-            t0,
-            publisher(&mut log, &mut n),
-        );
+        let first = d
+            .accept(
+                vec![ev("a", None), ev("b", None)],
+                Some("r".into()),
+                w,
+                t0,
+                publisher(&mut log, &mut n),
+            )
+            .unwrap();
+        let again = d
+            .accept(
+                vec![ev("a", None), ev("b", None)],
+                Some("r".into()),
+                w,
+                t0,
+                publisher(&mut log, &mut n),
+            )
+            .unwrap();
         assert_eq!(first, again);
         assert_eq!(log, ["a", "b"]);
         // A zero window remembers nothing.
@@ -213,7 +308,71 @@ mod tests {
             z,
             t0,
             publisher(&mut log, &mut n),
-        );
+        )
+        .unwrap();
         assert!(d.events.is_empty() && d.requests.is_empty() && d.order.is_empty());
+    }
+
+    #[test]
+    fn a_key_reused_with_other_content_refuses_the_whole_request() {
+        let mut d = Dedupe::default();
+        let (mut log, mut n) = (Vec::new(), 0);
+        let w = Duration::from_secs(60);
+        let t0 = Instant::now();
+        d.accept(
+            vec![ev("a", Some("k1"))],
+            None,
+            w,
+            t0,
+            publisher(&mut log, &mut n),
+        )
+        .unwrap();
+        // Another event under k1, beside a fresh one: nothing is published.
+        let err = d
+            .accept(
+                vec![ev("fresh", None), ev("b", Some("k1"))],
+                None,
+                w,
+                t0,
+                publisher(&mut log, &mut n),
+            )
+            .unwrap_err();
+        assert_eq!(err.key, "k1");
+        assert_eq!(err.field, "[1].idempotency_key");
+        // Two different events under one key in the same batch.
+        let err = d
+            .accept(
+                vec![ev("x", Some("k2")), ev("y", Some("k2"))],
+                None,
+                w,
+                t0,
+                publisher(&mut log, &mut n),
+            )
+            .unwrap_err();
+        assert_eq!(err.key, "k2");
+        // A request key repeated with another body.
+        d.accept(
+            vec![ev("r1", None)],
+            Some("req".into()),
+            w,
+            t0,
+            publisher(&mut log, &mut n),
+        )
+        .unwrap();
+        let err = d
+            .accept(
+                vec![ev("r1", None), ev("r2", None), ev("r3", None)],
+                Some("req".into()),
+                w,
+                t0,
+                publisher(&mut log, &mut n),
+            )
+            .unwrap_err();
+        assert_eq!((err.key.as_str(), err.what), ("req", "request body"));
+        assert_eq!(
+            log,
+            ["a", "r1"],
+            "nothing of a refused request is published"
+        );
     }
 }

@@ -48,20 +48,44 @@ fn error(status: u16, code: &str, field: Option<&str>, message: &str) -> Resp {
     json_resp(status, &v)
 }
 
-/// `503` when cluster mode cannot reach Redis: never a silent drop.
+/// `503` when cluster mode cannot reach Redis: never a silent drop, and
+/// never a claim that nothing happened unless that is certain. `outcome`
+/// is `"not_published"` only when nothing reached Redis; otherwise
+/// `"unknown"`, with the advice that makes a retry safe.
 fn unavailable(e: &crate::cluster::Unavailable) -> Resp {
-    let mut r = error(
-        503,
-        "cluster_unavailable",
-        None,
-        &if e.appended() {
-            e.to_string()
-        } else {
-            format!("{e}; nothing was published, retry later")
-        },
-    );
+    let (outcome, advice) = if e.nothing_done() {
+        ("not_published", "nothing was published; retry later")
+    } else {
+        (
+            "unknown",
+            "the outcome is unknown: the events may have been published; retry with the same idempotency keys (Idempotency-Key header or idempotency_key fields), which makes the retry safe",
+        )
+    };
+    let v = json!({
+        "error": "cluster_unavailable",
+        "message": format!("{e}; {advice}"),
+        "outcome": outcome,
+    });
+    let mut r = json_resp(503, &v);
     r.headers_mut()
         .insert("Retry-After", http::HeaderValue::from_static("1"));
+    r
+}
+
+/// `422` for an idempotency key reused with other content.
+fn key_reused(key: &str, field: &str, what: &str) -> Resp {
+    let mut r = error(
+        422,
+        "idempotency_key_reused",
+        Some(field),
+        &format!(
+            "the idempotency key {key:?} was used within dedupe_window for a different {what}: \
+             a retry must repeat the same request; nothing of this request was published"
+        ),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(key) {
+        r.headers_mut().insert("Sidecast-Idempotency-Key", v);
+    }
     r
 }
 
@@ -284,26 +308,45 @@ impl Publisher {
             }
         }
         if let Some(cluster) = &self.shared.cluster {
+            use crate::cluster::PublishError;
             let window = self.shared.runtime().config.publish.dedupe_window;
             return match cluster
                 .publish(&events, request_key.as_deref(), window)
                 .await
             {
                 Ok(ids) => json_resp(202, &json!({ "ids": ids })),
-                Err(e) => unavailable(&e),
+                Err(PublishError::Unavailable(e)) => unavailable(&e),
+                Err(PublishError::KeyReused(key)) => {
+                    let (field, what) = if request_key.as_deref() == Some(key.as_str()) {
+                        ("Idempotency-Key".to_owned(), "request body")
+                    } else {
+                        let i = events
+                            .iter()
+                            .position(|e| e.idempotency_key.as_deref() == Some(key.as_str()))
+                            .unwrap_or(0);
+                        (format!("[{i}].idempotency_key"), "event")
+                    };
+                    key_reused(&key, &field, what)
+                }
             };
         }
-        let ids = self.accept(events, request_key);
-        json_resp(202, &json!({ "ids": ids }))
+        match self.accept(events, request_key) {
+            Ok(ids) => json_resp(202, &json!({ "ids": ids })),
+            Err(e) => key_reused(&e.key, &e.field, e.what),
+        }
     }
 
     /// Publishes what is new of a checked batch and answers every event's
     /// id; the idempotency check and the publish are one step.
-    fn accept(&self, events: Vec<NewEvent>, request_key: Option<String>) -> Vec<String> {
+    fn accept(
+        &self,
+        events: Vec<NewEvent>,
+        request_key: Option<String>,
+    ) -> Result<Vec<String>, dedupe::KeyReused> {
         // Without any key there is nothing to check: no second lock, and
         // the events are framed outside every lock.
         if request_key.is_none() && events.iter().all(|e| e.idempotency_key.is_none()) {
-            return self.shared.hub.publish(&events);
+            return Ok(self.shared.hub.publish(&events));
         }
         let window = self.shared.runtime().config.publish.dedupe_window;
         let mut d = self.dedupe.lock().unwrap_or_else(|e| e.into_inner());
