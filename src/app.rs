@@ -52,33 +52,52 @@ fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("{what}: cannot listen on {addr}"))
 }
 
-/// Binds the Unix socket: a stale file from a dead process is replaced, a
-/// live one (something answers on it) is an error.
+/// Binds the Unix socket. Its mode is set between `bind` and `listen`, so
+/// no client can connect while it still has the umask's mode. A stale
+/// socket file from a dead process is replaced; a live one (something
+/// answers on it) is an error, and so is anything at the path that is not a
+/// socket (a regular file, a directory, a link), which is left as it was.
 fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!(
-                "publish_socket {}: another process is listening on it",
-                path.display()
-            );
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => bail!(
+            "publish_socket {shown}: the path exists and is not a socket; \
+             remove it or choose another path"
+        ),
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!("publish_socket {shown}: another process is listening on it");
+            }
+            std::fs::remove_file(path).with_context(|| {
+                format!("publish_socket {shown}: cannot remove the stale socket")
+            })?;
         }
-        std::fs::remove_file(path).with_context(|| {
-            format!(
-                "publish_socket {}: cannot remove the stale socket",
-                path.display()
-            )
-        })?;
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("publish_socket {shown}: cannot inspect the path"))
+        }
     }
-    let l = UnixListener::bind(path)
-        .with_context(|| format!("publish_socket {}: cannot bind", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| {
-        format!(
-            "publish_socket {}: cannot set mode {mode:o}",
-            path.display()
-        )
-    })?;
-    Ok(l)
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)
+        .with_context(|| format!("publish_socket {shown}: cannot create a socket"))?;
+    let addr = SockAddr::unix(path)
+        .with_context(|| format!("publish_socket {shown}: not a usable socket path"))?;
+    socket
+        .bind(&addr)
+        .with_context(|| format!("publish_socket {shown}: cannot bind"))?;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        let _ = std::fs::remove_file(path);
+        return Err(e).with_context(|| format!("publish_socket {shown}: cannot set mode {mode:o}"));
+    }
+    socket
+        .listen(1024)
+        .and_then(|()| socket.set_nonblocking(true))
+        .with_context(|| format!("publish_socket {shown}: cannot listen"))?;
+    let std_listener: std::os::unix::net::UnixListener = socket.into();
+    UnixListener::from_std(std_listener)
+        .with_context(|| format!("publish_socket {shown}: cannot listen"))
 }
 
 /// The stream limit `max_streams = "auto"` stands for here, logged when it
