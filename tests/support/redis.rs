@@ -104,6 +104,12 @@ impl Redis {
         r
     }
 
+    /// The server's process id (for `SIGSTOP`/`SIGCONT`: a Redis that
+    /// hangs rather than refuses).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

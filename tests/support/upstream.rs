@@ -53,7 +53,9 @@ impl Upstream {
                 let h = h.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(req, name, h.clone()));
+                    // As many header fields as sidecast passes on.
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .max_headers(300)
                         .serve_connection(TokioIo::new(s), svc)
                         .with_upgrades()
                         .await;
