@@ -3,10 +3,8 @@
 //! appended; from any other peer every forwarding header is what sidecast
 //! saw, so that no client can forge its address, scheme or host.
 //!
-//! Hop-by-hop headers (`Connection` and what it names, `Keep-Alive`,
-//! `Proxy-Connection`, `TE`, `Trailer`, `Upgrade` but for WebSocket, ...)
-//! are removed by pingora's standard upstream request policy, which
-//! `upstream_peer` sets explicitly.
+//! The rules are decided once as a [`Plan`], which both pass-through paths
+//! apply. Hop-by-hop headers are the business of `hop`.
 
 use std::net::IpAddr;
 
@@ -33,58 +31,127 @@ pub fn is_trusted(peer: Option<IpAddr>, trusted: &[IpNet]) -> bool {
 
 /// All values of a header joined as one list (`a, b`), or `None` when it
 /// is absent, empty or not text.
-fn joined(req: &RequestHeader, name: &str) -> Option<String> {
-    let parts: Vec<&str> = req
-        .headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+fn joined<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+    let parts: Vec<&str> = values
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .collect();
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
-/// Sets the forwarding headers for a request from `peer`.
-pub fn forwarding(req: &mut RequestHeader, peer: Option<IpAddr>, trusted: bool) {
-    let host = req
-        .headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
+/// What becomes of one forwarding header.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Sent on as the client sent it.
+    Keep,
+    /// Every value the client sent replaced by this one.
+    Set(String),
+    /// Removed.
+    Remove,
+}
+
+/// The forwarding headers of one request, decided once and applied by
+/// either pass-through path (pingora's header map, or the lean path's raw
+/// header lines).
+#[derive(Debug)]
+pub struct Plan {
+    pub xff: Action,
+    pub proto: Action,
+    pub host: Action,
+    /// `Forwarded`, `X-Real-IP`, `X-Forwarded-Port`, `X-Forwarded-Prefix`.
+    pub remove_forgeable: bool,
+}
+
+impl Plan {
+    /// The action for a forwarding header (any case), `None` for any
+    /// other header, which is kept.
+    pub fn action(&self, name: &[u8]) -> Option<&Action> {
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("x-forwarded-for") {
+            Some(&self.xff)
+        } else if is("x-forwarded-proto") {
+            Some(&self.proto)
+        } else if is("x-forwarded-host") {
+            Some(&self.host)
+        } else if self.remove_forgeable && FORGEABLE.iter().any(|f| is(f)) {
+            Some(&Action::Remove)
+        } else {
+            None
+        }
+    }
+}
+
+/// Decides the forwarding headers for a request from `peer`; `values(name)`
+/// gives every value the client sent for a (lower-case) name.
+pub fn plan<'a, I: Iterator<Item = &'a [u8]>>(
+    values: impl Fn(&'static str) -> I,
+    peer: Option<IpAddr>,
+    trusted: bool,
+) -> Plan {
+    let host = values("host")
+        .next()
+        .and_then(|h| std::str::from_utf8(h).ok())
         .map(str::to_owned);
     let peer_s = peer
         .map(|p| p.to_canonical().to_string())
         .unwrap_or_default();
+    let host_action = |kept: bool| match (&host, kept) {
+        (_, true) => Action::Keep,
+        (Some(h), false) => Action::Set(h.clone()),
+        (None, false) => Action::Remove,
+    };
     if trusted {
-        let xff = match joined(req, "x-forwarded-for") {
+        let xff = match joined(values("x-forwarded-for")) {
             Some(prev) => format!("{prev}, {peer_s}"),
             None => peer_s,
         };
-        let _ = req.insert_header("X-Forwarded-For", xff);
-        if joined(req, "x-forwarded-proto").is_none() {
-            let _ = req.insert_header("X-Forwarded-Proto", "http");
-        }
-        if joined(req, "x-forwarded-host").is_none() {
-            match host {
-                Some(h) => {
-                    let _ = req.insert_header("X-Forwarded-Host", h);
-                }
-                None => {
-                    req.remove_header("x-forwarded-host");
-                }
-            }
+        Plan {
+            xff: Action::Set(xff),
+            proto: if joined(values("x-forwarded-proto")).is_some() {
+                Action::Keep
+            } else {
+                Action::Set("http".into())
+            },
+            host: host_action(joined(values("x-forwarded-host")).is_some()),
+            remove_forgeable: false,
         }
     } else {
-        let _ = req.insert_header("X-Forwarded-For", peer_s);
-        let _ = req.insert_header("X-Forwarded-Proto", "http");
-        match host {
-            Some(h) => {
-                let _ = req.insert_header("X-Forwarded-Host", h);
+        Plan {
+            xff: Action::Set(peer_s),
+            proto: Action::Set("http".into()),
+            host: host_action(false),
+            remove_forgeable: true,
+        }
+    }
+}
+
+/// Sets the forwarding headers of a request from `peer` (pingora's path).
+pub fn forwarding(req: &mut RequestHeader, peer: Option<IpAddr>, trusted: bool) {
+    let p = {
+        let headers = &req.headers;
+        plan(
+            |n| headers.get_all(n).into_iter().map(|v| v.as_bytes()),
+            peer,
+            trusted,
+        )
+    };
+    for (name, action) in [
+        ("X-Forwarded-For", &p.xff),
+        ("X-Forwarded-Proto", &p.proto),
+        ("X-Forwarded-Host", &p.host),
+    ] {
+        match action {
+            Action::Keep => {}
+            Action::Set(v) => {
+                let _ = req.insert_header(name, v.as_str());
             }
-            None => {
-                req.remove_header("x-forwarded-host");
+            Action::Remove => {
+                req.remove_header(name);
             }
         }
+    }
+    if p.remove_forgeable {
         for h in FORGEABLE {
             req.remove_header(h);
         }
