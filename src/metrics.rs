@@ -50,6 +50,9 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabel, Counter>,
     pub publish_errors: Family<StatusLabel, Counter>,
     pub accept_errors: Counter,
+    /// Proxied responses whose body went silent past
+    /// `[upstream] body_idle_timeout`: the client's connection was closed.
+    pub upstream_body_timeouts: Counter,
     pub cluster_connected: Gauge,
 }
 
@@ -79,6 +82,7 @@ impl Metrics {
             config_reloads: Family::default(),
             publish_errors: Family::default(),
             accept_errors: Counter::default(),
+            upstream_body_timeouts: Counter::default(),
             cluster_connected: Gauge::default(),
             registry: Registry::default(),
         };
@@ -147,6 +151,11 @@ impl Metrics {
             "accept_errors",
             "Failed accepts on the public listener",
             m.accept_errors.clone(),
+        );
+        registry.register(
+            "upstream_body_timeouts",
+            "Proxied responses cut off because their body was silent past body_idle_timeout",
+            m.upstream_body_timeouts.clone(),
         );
         registry.register(
             "cluster_connected",

@@ -3,9 +3,13 @@
 //! headers, response-header deadline and error answers. The hooks stay
 //! thin; the rules are plain functions in the submodules.
 
+pub mod chunked;
 pub mod deadline;
 pub mod failure;
 pub mod forwarding;
+pub mod hop;
+pub mod lean;
+mod pool;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -170,10 +174,18 @@ impl ProxyHttp for Proxy {
         ctx.timeout = up.timeout;
         let mut peer = HttpPeer::new(target.addr, false, String::new());
         peer.options.connection_timeout = Some(up.connect_timeout);
-        // Response headers are timed by the listener's HeaderDeadline; a
-        // read timeout would also cut a slow streaming body. Without that
-        // clock (never on the public listener) the read timeout stands in.
-        peer.options.read_timeout = (!HeaderDeadline::in_scope()).then_some(up.timeout);
+        // Response headers are timed by the listener's HeaderDeadline.
+        // pingora's read timeout restarts with every read, so it is the
+        // body's idle timeout (it also bounds the wait for the head: the
+        // smaller of the two cuts first). An upgraded connection may be
+        // silent for as long as its two ends like.
+        peer.options.read_timeout = if !HeaderDeadline::in_scope() {
+            Some(up.timeout)
+        } else if session.is_upgrade_req() {
+            None
+        } else {
+            Some(up.body_idle_timeout)
+        };
         peer.options.write_timeout = Some(up.timeout);
         peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::standard();
         Ok(Box::new(peer))
@@ -243,6 +255,12 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
+        hop::strip_response(resp);
+        if !resp.status.is_informational() {
+            crate::listener::downstream::keep_app_date(
+                resp.headers.get(http::header::DATE).map(|v| v.as_bytes()),
+            );
+        }
         // An interim answer (100 Continue) is not the response head; a 101
         // is: what follows is the upgraded connection.
         if !resp.status.is_informational() || resp.status == 101 {
@@ -276,6 +294,14 @@ impl ProxyHttp for Proxy {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let Failure { status, code } = classify(e.esource(), e.etype(), ctx.connect_failed);
+        if session.response_written().is_some()
+            && matches!(e.etype(), ErrorType::ReadTimedout)
+            && matches!(e.esource(), ErrorSource::Upstream)
+        {
+            // The head was sent, then the body went silent past
+            // body_idle_timeout: the client's connection is closed.
+            self.shared.metrics.upstream_body_timeouts.inc();
+        }
         if status > 0 {
             ctx.sidecast_error = Some(code);
         }

@@ -58,7 +58,13 @@ pub struct Upstream {
     pub target: Target,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// A response body silent this long has its request ended and the
+    /// client's connection closed (the status is already sent).
+    pub body_idle_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    /// Plain requests take sidecast's own relay; `false` sends every
+    /// request through pingora's general path.
+    pub fast_path: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

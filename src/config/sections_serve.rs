@@ -109,6 +109,13 @@ pub(super) fn read_upstream(d: &mut Diag, t: &mut Table) -> Upstream {
             Duration::from_secs(2)
         ),
         timeout: take!(t, d, "timeout", nonzero_duration, Duration::from_secs(60)),
+        body_idle_timeout: take!(
+            t,
+            d,
+            "body_idle_timeout",
+            nonzero_duration,
+            Duration::from_secs(60)
+        ),
         trusted_proxies: t
             .get_list(d, "trusted_proxies", |n| {
                 n.parse::<IpNet>()
@@ -123,6 +130,7 @@ pub(super) fn read_upstream(d: &mut Diag, t: &mut Table) -> Upstream {
                     "::1/128".parse().expect("default"),
                 ]
             }),
+        fast_path: take!(t, d, "fast_path", r::boolean, true),
     };
     t.finish(d);
     up

@@ -49,9 +49,11 @@ pub(super) fn effective(c: &Config) -> String {
     );
     let _ = writeln!(
         o,
-        "connect_timeout = {}\ntimeout = {}",
+        "connect_timeout = {}\ntimeout = {}\nbody_idle_timeout = {}\nfast_path = {}",
         dur(u.connect_timeout),
-        dur(u.timeout)
+        dur(u.timeout),
+        dur(u.body_idle_timeout),
+        u.fast_path
     );
     let _ = writeln!(o, "trusted_proxies = {}", list(&u.trusted_proxies));
     let e = &c.events;

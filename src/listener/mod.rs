@@ -3,6 +3,7 @@
 //! connection, and everything else is handed to pingora's proxy logic,
 //! which gives the kept-alive connection back for its next request.
 
+pub mod downstream;
 pub mod head;
 pub mod respond;
 pub mod target;
@@ -14,8 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::apps::{HttpPersistentSettings, HttpServerApp};
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora_core::protocols::http::ServerSession;
@@ -28,6 +27,7 @@ use crate::proxy::failure::{self, Failure};
 use crate::proxy::Proxy;
 use crate::routes::Route;
 use crate::state::Shared;
+use downstream::Downstream;
 use head::{read_head, Head, HeadError, Limits};
 use respond::Reply;
 
@@ -88,51 +88,97 @@ async fn connection(
     limits: Limits,
 ) {
     let mut buf = Vec::new();
-    // The fresh TCP connection: the common case for EventSource.
-    let next = match serve_one(tcp, &mut buf, true, peer, &shared, &app, None, limits).await {
-        Some(n) => n,
-        None => return,
-    };
-    let (mut stream, mut settings) = next;
+    // A fresh TCP connection stays one until a request goes to pingora,
+    // which gives it back as its own stream type.
+    let mut kept = Kept::Tcp(tcp);
+    let mut settings = None;
+    let mut first = true;
     loop {
-        match serve_one(
-            stream, &mut buf, false, peer, &shared, &app, settings, limits,
-        )
-        .await
-        {
-            Some((s, p)) => {
-                stream = s;
-                settings = p;
+        let next = match kept {
+            Kept::Tcp(io) => {
+                serve_one(io, &mut buf, first, peer, &shared, &app, settings, limits).await
+            }
+            Kept::L4(io) => {
+                serve_one(io, &mut buf, first, peer, &shared, &app, settings, limits).await
+            }
+        };
+        first = false;
+        match next {
+            Some((k, s)) => {
+                kept = k;
+                settings = s;
             }
             None => return,
         }
     }
 }
 
-/// A connection that pingora gave back, with its persistent settings.
-type Reused = (Box<L4Stream>, Option<HttpPersistentSettings>);
+/// A connection between two requests.
+enum Kept {
+    Tcp(TcpStream),
+    L4(Box<Downstream>),
+}
+
+/// A connection kept for its next request, with pingora's persistent
+/// settings when pingora served the last one.
+type Reused = (Kept, Option<HttpPersistentSettings>);
 
 /// The IO types a connection can be in: bare TCP, or the pingora stream a
 /// proxied request came back in.
 trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    fn into_l4(self, bytes: &[u8]) -> Box<L4Stream>;
+    /// The connection for pingora, with `bytes` to read first.
+    fn into_l4(self, bytes: &[u8], peer: SocketAddr) -> Box<Downstream>;
+    fn kept(self) -> Kept;
 }
 
 impl Conn for TcpStream {
-    fn into_l4(self, bytes: &[u8]) -> Box<L4Stream> {
-        let fd = self.as_raw_fd();
-        let mut s = L4Stream::from(self);
-        s.set_socket_digest(SocketDigest::from_raw_fd(fd));
+    fn into_l4(self, bytes: &[u8], peer: SocketAddr) -> Box<Downstream> {
+        let mut s = Downstream::new(self, peer);
         s.rewind(bytes);
         Box::new(s)
     }
+
+    fn kept(self) -> Kept {
+        Kept::Tcp(self)
+    }
 }
 
-impl Conn for Box<L4Stream> {
-    fn into_l4(mut self, bytes: &[u8]) -> Box<L4Stream> {
+impl Conn for Box<Downstream> {
+    fn into_l4(mut self, bytes: &[u8], _peer: SocketAddr) -> Box<Downstream> {
         self.rewind(bytes);
         self
     }
+
+    fn kept(self) -> Kept {
+        Kept::L4(self)
+    }
+}
+
+/// How many bytes of `buf` (which starts with `head`) belong to this
+/// request: the head and as much of its body as is there. Pingora is given
+/// only these, so that a pipelined request behind it stays in sidecast's
+/// buffer for the next round. An upgrade takes everything: what follows
+/// its head belongs to the upgraded connection.
+fn own_bytes(head: &Head, buf: &[u8]) -> usize {
+    if head.header("upgrade").is_some() {
+        return buf.len();
+    }
+    let body = &buf[head.len..];
+    if head.header("transfer-encoding").is_some() {
+        let mut scan = crate::proxy::chunked::ChunkScan::default();
+        return match scan.feed(body) {
+            Ok(n) if scan.done() => head.len + n,
+            _ => buf.len(),
+        };
+    }
+    let length = head
+        .header_str("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    head.len
+        + body
+            .len()
+            .min(usize::try_from(length).unwrap_or(usize::MAX))
 }
 
 /// Reads the next head; a kept-alive connection that is idle when the
@@ -222,7 +268,7 @@ async fn serve_one<C: Conn>(
             *buf = Vec::new();
         }
         return match serve_events(&mut io, head, index, params, shared, peer).await {
-            After::KeepAlive => Some((io.into_l4(&std::mem::take(buf)), settings)),
+            After::KeepAlive => Some((io.kept(), settings)),
             After::Close => {
                 linger(&mut io).await;
                 None
@@ -235,6 +281,16 @@ async fn serve_one<C: Conn>(
             }
         };
     }
+    if shared.runtime().config.upstream.fast_path && crate::proxy::lean::eligible(&head) {
+        shared.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
+        let keep = crate::proxy::lean::relay(&mut io, buf, &head, peer, shared).await;
+        shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if keep {
+            return Some((io.kept(), settings));
+        }
+        linger(&mut io).await;
+        return None;
+    }
     let label = {
         let rt = shared.runtime();
         let index = rt.routes.proxy_for(head.path());
@@ -242,13 +298,16 @@ async fn serve_one<C: Conn>(
     };
     // Only what a late-headers answer needs outlives the routing (a
     // WebSocket can be proxied for hours).
+    let own = own_bytes(&head, buf);
     let Head {
         method,
         target,
         minor,
         ..
     } = head;
-    let stream = io.into_l4(&std::mem::take(buf));
+    let rest = buf.split_off(own);
+    let stream = io.into_l4(buf, peer);
+    *buf = rest;
     let fd = stream.as_raw_fd();
     let mut session = ServerSession::new_http1(stream);
     if let Some(s) = settings {
@@ -263,7 +322,9 @@ async fn serve_one<C: Conn>(
     let deadline = HeaderDeadline::new();
     let started = std::time::Instant::now();
     shared.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
-    let mut proxied = Box::pin(deadline.scope(app.process_new_http(session, &watch)));
+    let mut proxied = Box::pin(downstream::scope(
+        deadline.scope(app.process_new_http(session, &watch)),
+    ));
     let reused = tokio::select! {
         r = &mut proxied => Some(r),
         _ = deadline.expired() => None,
@@ -290,8 +351,8 @@ async fn serve_one<C: Conn>(
     shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
     let reused = reused?;
     let (stream, settings) = reused.consume();
-    let l4 = stream.into_any().downcast::<L4Stream>().ok()?;
-    Some((l4, settings))
+    let l4 = stream.into_any().downcast::<Downstream>().ok()?;
+    Some((Kept::L4(l4), settings))
 }
 
 /// Closes a connection after sidecast's own final answer without losing
