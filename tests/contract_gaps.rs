@@ -21,8 +21,9 @@ async fn events_get(sc: &Sidecast, path: &str, token: &str) -> Response {
 }
 
 /// "Response: 200, Content-Type: text/event-stream, Cache-Control: no-cache,
-/// no-transform, X-Accel-Buffering: no; the first bytes (retry: <ms>) are
-/// flushed at once; a comment line every heartbeat. HTTP/1.1: chunked."
+/// no-transform, X-Accel-Buffering: no; the first bytes (retry: <ms> and,
+/// with nothing to replay, a cursor: a block with only id:) are flushed at
+/// once; a comment line every heartbeat. HTTP/1.1: chunked."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_has_its_head_first_bytes_at_once_and_heartbeats() {
     let up = Upstream::start("app").await;
@@ -50,6 +51,16 @@ async fn an_event_stream_has_its_head_first_bytes_at_once_and_heartbeats() {
         .await
         .expect("the first bytes");
     assert_eq!(first.retry, Some(4000));
+    let cursor = s
+        .next_block(Duration::from_millis(250))
+        .await
+        .expect("the cursor");
+    assert!(cursor.id.is_some(), "{cursor:?}");
+    assert_eq!(
+        (cursor.data, cursor.event, cursor.retry, cursor.comments),
+        (None, None, None, 0),
+        "a block with only id:"
+    );
 
     // Then comment lines only, one per heartbeat: at least three within
     // two seconds (a heartbeat of 300 ms), no event.

@@ -320,15 +320,19 @@ async fn max_streams_reloads() {
     support::eventually("the new limit", || async {
         let mut s = Sse::open_token(&sc.public, "/events?topic=news", &token).await;
         let b = s.next_block(support::WAIT).await;
-        s.status() == 200 && b.is_some_and(|b| b.retry.is_some()) && {
-            let next = tokio::time::timeout(
-                std::time::Duration::from_millis(200),
-                s.next_block(support::WAIT),
-            )
-            .await;
-            // An open stream sends nothing more here; a refusal would end.
-            next.is_err()
-        }
+        let cursor = s.next_block(support::WAIT).await;
+        s.status() == 200
+            && b.is_some_and(|b| b.retry.is_some())
+            && cursor.is_some_and(|c| c.id.is_some() && c.data.is_none())
+            && {
+                let next = tokio::time::timeout(
+                    std::time::Duration::from_millis(200),
+                    s.next_block(support::WAIT),
+                )
+                .await;
+                // An open stream sends nothing more here; a refusal would end.
+                next.is_err()
+            }
     })
     .await;
 }

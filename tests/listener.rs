@@ -253,6 +253,13 @@ async fn events_after_a_proxied_request_on_one_connection() {
     assert_eq!(h.header("transfer-encoding"), Some("chunked"));
     let first = String::from_utf8(c.chunk(WAIT).await.unwrap()).unwrap();
     assert!(first.starts_with("retry: "), "{first:?}");
+    // The cursor: a block with only `id:`.
+    let cursor = String::from_utf8(c.chunk(WAIT).await.unwrap()).unwrap();
+    let id_only = cursor
+        .strip_prefix("id: ")
+        .and_then(|c| c.strip_suffix("\n\n"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('\n'));
+    assert!(id_only, "{cursor:?}");
     let id = sc.publish_one("a", "on the same connection").await;
     let ev = String::from_utf8(c.chunk(WAIT).await.unwrap()).unwrap();
     assert_eq!(

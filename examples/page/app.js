@@ -219,7 +219,10 @@ function connect(resumeAfter) {
 
   // The token ran out: a reconnect with it would get 401, which browsers do
   // not retry. Get a fresh one and reopen where the stream stopped.
-  es.addEventListener('sidecast.expired', () => {
+  es.addEventListener('sidecast.expired', (e) => {
+    // The browser's last event id: the last event's, or, before any, the
+    // cursor sidecast opened the stream with, so nothing is missed either way.
+    if (e.lastEventId) lastId = e.lastEventId;
     es.close();
     setStatus('reconnecting');
     note('token expired: fetching a fresh one');

@@ -37,8 +37,23 @@ pub struct Opening {
     pub replay: Vec<Arc<Event>>,
     /// A reset instead of a replay: (reason, the id the client sent).
     pub reset: Option<(String, String)>,
-    /// The newest id issued (the reset's `id:`).
+    /// The newest id issued when the stream was registered, read under the
+    /// same lock (the reset's `id:`, or the cursor). In an epoch that has
+    /// issued none yet it is seq 0, which sorts before every later id.
     pub newest: String,
+}
+
+impl Opening {
+    /// The id a stream opens with when nothing else carries one (no reset,
+    /// no replay): sent as a block with only `id:`, so that a client whose
+    /// stream drops before its first event comes back with it as
+    /// `Last-Event-ID` and is replayed what it missed, instead of
+    /// reconnecting live only and losing it silently. It is the newest id
+    /// at the instant of registration, so every later event reaches the
+    /// stream live and none falls between the cursor and the first one.
+    pub fn cursor(&self) -> Option<&str> {
+        (self.reset.is_none() && self.replay.is_empty()).then_some(self.newest.as_str())
+    }
 }
 
 /// A subscription request.
@@ -240,8 +255,8 @@ impl Hub {
         ids
     }
 
-    /// Opens a stream: its replay (or reset) and its registration for live
-    /// events, at one instant.
+    /// Opens a stream: its replay (or reset, or cursor) and its
+    /// registration for live events, at one instant.
     pub fn subscribe(&self, req: Subscribe) -> Result<(Arc<StreamHandle>, Opening), Refused> {
         let mut s = self.lock();
         if self.open.load(Ordering::Relaxed) >= s.limits.max_streams {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::frame::Event;
-use super::hub::{Refused, Start, Subscribe};
+use super::hub::{Refused, Subscribe};
 use super::queue::Close;
 use super::request::Asked;
 use super::serve::After;
@@ -40,10 +40,12 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         user: asked.principal.user.clone(),
         key_id: None,
         route: asked.route,
-        start: match asked.start {
-            Start::New => Start::After(shared.hub.newest_id()),
-            other => other,
-        },
+        // Without `lastEventId` a poll waits for new events only: its
+        // `Last-Event-ID` answer is then the newest id read in the step
+        // that registers it, so no event falls between that id and what
+        // the poll waits for (reading it in a step of its own first would
+        // leave a gap).
+        start: asked.start,
         queue: MAX_ELEMENTS,
     };
     let (handle, opening) = match shared.hub.subscribe(req) {

@@ -271,7 +271,8 @@ async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
     })
 }
 
-/// The response head, `retry:`, and the replay or reset, as one write.
+/// The response head, `retry:`, and the replay, the reset or the cursor (a
+/// block with only `id:`, see [`Opening::cursor`]), as one write.
 fn first_frames(
     minor: u8,
     origin: &Option<String>,
@@ -280,7 +281,7 @@ fn first_frames(
     shared: &Shared,
     is_chunked: bool,
 ) -> Vec<Bytes> {
-    let mut frames = Vec::with_capacity(2 + opening.replay.len());
+    let mut frames = Vec::with_capacity(3 + opening.replay.len());
     frames.push(Bytes::from(sse_head(minor, origin)));
     let retry_ms = rt.config.events.retry.as_millis();
     frames.push(control(
@@ -298,6 +299,9 @@ fn first_frames(
     } else if !opening.replay.is_empty() {
         shared.metrics.replays.inc();
         frames.extend(opening.replay.iter().map(|e| e.wire(is_chunked)));
+    }
+    if let Some(cursor) = opening.cursor() {
+        frames.push(control(format!("id: {cursor}\n\n").as_bytes(), is_chunked));
     }
     frames
 }

@@ -198,6 +198,35 @@ impl Sse {
         }
     }
 
+    /// The opening of a stream with nothing to replay and no reset: the
+    /// `retry:` block, then the cursor, a block with only `id:` (no data,
+    /// so nothing is dispatched; a browser keeps it as its last event id).
+    /// Checks both; returns (retry in ms, the cursor).
+    pub async fn cursor(&mut self) -> (u64, String) {
+        assert_eq!(self.status(), 200);
+        let first = self.next_block(super::WAIT).await.expect("retry block");
+        let retry = first.retry.expect("a stream opens with retry:");
+        assert_eq!(
+            first,
+            Block {
+                retry: Some(retry),
+                ..Block::default()
+            },
+            "the retry block has nothing else"
+        );
+        let b = self.next_block(super::WAIT).await.expect("cursor block");
+        let cursor = b.id.clone().expect("a cursor after retry:");
+        assert_eq!(
+            b,
+            Block {
+                id: Some(cursor.clone()),
+                ..Block::default()
+            },
+            "the cursor block has only id:"
+        );
+        (retry, cursor)
+    }
+
     /// The next dispatched event (a block with data); `None` at the end.
     pub async fn next_event(&mut self) -> Option<Block> {
         loop {

@@ -221,6 +221,149 @@ fn the_newest_id_of_an_empty_history_resumes_cleanly() {
     assert_eq!(ids(&o.replay), vec![first]);
 }
 
+/// The cursor is sent only when nothing else carries an id (no replay, no
+/// reset), is the newest id at registration, and on a fresh hub is an id
+/// that sorts before every later one: resuming from it replays the first
+/// event.
+#[test]
+fn a_stream_opens_with_the_newest_id_as_its_cursor() {
+    let h = hub(roomy());
+    let (s, o) = sub(&h, &["a"], None, Start::New);
+    let fresh = o.cursor().expect("a cursor on a fresh hub").to_owned();
+    assert_eq!(fresh, h.newest_id());
+    assert_eq!(fresh.rsplit_once('-').map(|(_, seq)| seq), Some("0"));
+    let first = publish(&h, &["a"], "first");
+    assert_eq!(ids(&queued(&s).0), vec![first.clone()]);
+    let (_, o) = sub(&h, &["a"], None, Start::After(fresh));
+    assert_eq!(o.reset, None);
+    assert_eq!(ids(&o.replay), vec![first.clone()]);
+    assert_eq!(o.cursor(), None, "the replay carries the id");
+
+    // Events of other topics move the cursor on: they are not this
+    // stream's, and resuming after them loses none of its own.
+    let other = publish(&h, &["b"], "elsewhere");
+    let (_, o) = sub(&h, &["a"], None, Start::After(first.clone()));
+    assert!(o.replay.is_empty());
+    assert_eq!(o.cursor(), Some(other.as_str()));
+    let (_, o) = sub(&h, &["a"], None, Start::New);
+    assert_eq!(o.cursor(), Some(other.as_str()));
+
+    // A reset carries the newest id itself: no cursor after it.
+    let (_, o) = sub(&h, &["a"], None, Start::After("garbage".into()));
+    assert!(o.reset.is_some());
+    assert_eq!(o.cursor(), None);
+    // Nothing to replay from history: the cursor.
+    let (_, o) = sub(&h, &["c"], None, Start::Earliest);
+    assert_eq!(o.cursor(), Some(other.as_str()));
+}
+
+/// Registration and cursor are one step: with events published from
+/// another thread all along, every stream receives live exactly the events
+/// after its cursor, and a resume from the cursor replays exactly those —
+/// none falls between the cursor and the first live event, none twice.
+#[test]
+fn the_cursor_and_the_registration_are_one_step() {
+    use std::sync::atomic::AtomicBool;
+    const MAX_EVENTS: usize = 20_000;
+    const STREAMS: usize = 100;
+    let h = Arc::new(hub(limits(MAX_EVENTS, Duration::from_secs(3600), 1 << 30)));
+    // Published so far, and what the subscribing side has seen of it: the
+    // publisher keeps at most LEAD events ahead, and each subscription
+    // waits for it to move on, so streams register at many points of one
+    // publishing run, racing it, however the threads are scheduled.
+    const LEAD: usize = 50;
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let publisher = {
+        let (h, count, seen, stop) = (h.clone(), count.clone(), seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut ids = Vec::new();
+            while !stop.load(Ordering::SeqCst)
+                && ids.len() < MAX_EVENTS
+                && Instant::now() < deadline
+            {
+                if ids.len() >= seen.load(Ordering::SeqCst) + LEAD {
+                    std::thread::yield_now();
+                    continue;
+                }
+                ids.push(publish(&h, &["a"], &ids.len().to_string()));
+                count.store(ids.len(), Ordering::SeqCst);
+            }
+            ids
+        })
+    };
+    let mut streams = Vec::new();
+    while streams.len() < STREAMS && Instant::now() < deadline {
+        if count.load(Ordering::SeqCst) > seen.load(Ordering::SeqCst) {
+            streams.push(sub_cap(&h, &["a"], None, Start::New, MAX_EVENTS + 1));
+            seen.store(count.load(Ordering::SeqCst), Ordering::SeqCst);
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let published = publisher.join().unwrap();
+    assert_eq!(streams.len(), STREAMS);
+    let mut froms = std::collections::HashSet::new();
+    for (s, o) in &streams {
+        let cursor = o.cursor().expect("a live stream's cursor");
+        let from = published
+            .iter()
+            .position(|id| id == cursor)
+            .map_or(0, |i| i + 1);
+        froms.insert(from);
+        let (got, closed) = queued(s);
+        assert_eq!(closed, None);
+        assert_eq!(ids(&got), published[from..].to_vec(), "cursor {cursor}");
+        let (_, resumed) = sub(&h, &["a"], None, Start::After(cursor.to_owned()));
+        assert_eq!(resumed.reset, None);
+        assert_eq!(ids(&resumed.replay), published[from..].to_vec());
+    }
+    assert!(froms.len() > 10, "streams registered at distinct points");
+}
+
+/// Cluster mode: a replica's cursor is the newest id it has ingested from
+/// the log. While its history is still being filled, that is behind the
+/// cluster's newest, never ahead: every event still to be ingested reaches
+/// the stream live and a resume from the cursor elsewhere replays it.
+#[test]
+fn a_cursor_during_a_backfill_skips_nothing_still_to_come() {
+    let h = hub(roomy());
+    h.ingest_epoch("redisepoch");
+    let log: Vec<u64> = vec![1_000_000, 1_000_001, 2_000_000, 3_000_000];
+    h.ingest("redisepoch", log[0], &new_event(&["a"], "0", None));
+    h.ingest("redisepoch", log[1], &new_event(&["b"], "1", None));
+    let (s, o) = sub(&h, &["a"], None, Start::New);
+    assert_eq!(o.cursor(), Some(format_id("redisepoch", log[1]).as_str()));
+    for (i, seq) in log.iter().enumerate().skip(2) {
+        h.ingest("redisepoch", *seq, &new_event(&["a"], &i.to_string(), None));
+    }
+    let rest: Vec<String> = log[2..]
+        .iter()
+        .map(|seq| format_id("redisepoch", *seq))
+        .collect();
+    assert_eq!(ids(&queued(&s).0), rest);
+    // Filled: a new stream's cursor is the cluster's newest id.
+    let (_, o) = sub(&h, &["a"], None, Start::New);
+    assert_eq!(o.cursor(), Some(rest[1].as_str()));
+    // Another replica holding the same log replays from the cursor.
+    let other = hub(roomy());
+    other.ingest_epoch("redisepoch");
+    for (i, seq) in log.iter().enumerate() {
+        let topic = if i == 1 { "b" } else { "a" };
+        other.ingest("redisepoch", *seq, &new_event(&[topic], "x", None));
+    }
+    let (_, o) = sub(
+        &other,
+        &["a"],
+        None,
+        Start::After(format_id("redisepoch", log[1])),
+    );
+    assert_eq!(ids(&o.replay), rest);
+}
+
 #[test]
 fn expired_history_resets_and_is_dropped() {
     let h = hub(limits(1000, Duration::from_secs(1), 64 << 20));
@@ -539,8 +682,9 @@ impl Client {
         let (s, o) = sub_cap(h, topics, user, start, queue);
         assert_eq!(o.reset, None, "within history there is no reset");
         self.take(&o.replay);
-        if self.last.is_none() {
-            self.last = Some(o.newest.clone());
+        // As a browser does: the cursor block's `id:` becomes its last id.
+        if let Some(cursor) = o.cursor() {
+            self.last = Some(cursor.to_owned());
         }
         self.stream = Some(s);
     }
