@@ -233,7 +233,7 @@ async fn over_max_streams_an_event_source_is_told_to_come_back_and_others_get_50
 async fn max_streams_auto_is_resolved_and_logged() {
     let up = Upstream::start("app").await;
     let sc = Sidecast::start(&Opts::new(&up.url()));
-    let log = sc.log_text();
+    let log = sc.log_with(&["max_streams = \"auto\" resolved"]).await;
     let line = log
         .lines()
         .find(|l| l.contains("max_streams = \"auto\" resolved"))
