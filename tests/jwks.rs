@@ -164,12 +164,14 @@ async fn start_up_fails_clearly_when_the_first_fetch_fails() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
-        .arg("--config")
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"));
+    cmd.arg("--config")
         .arg(&cfg)
-        .env_remove("SIDECAST_JWT_SECRET")
-        .output()
-        .unwrap();
+        .env_remove("SIDECAST_JWT_SECRET");
+    // Bounded: a sidecast that started anyway would never end by itself.
+    let out = tokio::task::block_in_place(|| {
+        support::output_within(&mut cmd, support::WAIT, "sidecast with a failing jwks_url")
+    });
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

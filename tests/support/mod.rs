@@ -284,6 +284,34 @@ where
     }
 }
 
+/// Runs `cmd` to its end with its output captured, like
+/// [`Command::output`], but bounded: a child still running after `within`
+/// is killed and the test fails, naming `what`. Both pipes are read while
+/// it runs, so a chatty child never blocks on a full one.
+pub fn output_within(cmd: &mut Command, within: Duration, what: &str) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: spawn: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(within) {
+        Ok(out) => out.unwrap_or_else(|e| panic!("{what}: {e}")),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+            panic!("{what} did not end within {within:?}");
+        }
+    }
+}
+
 /// Whether a program is installed. A missing one fails the test, unless
 /// [`skip`] allows skipping it.
 pub fn require(program: &str) -> bool {
