@@ -144,7 +144,10 @@ async fn user_targeting_grants_disconnect_and_counts_across_replicas() {
     assert_eq!(info["streams"], 1);
     assert_eq!(info["cluster_streams"], 2);
 
-    // A disconnect on replica A closes alice's stream on replica B.
+    // A disconnect on replica A closes alice's streams on every replica,
+    // and counts them all: one here, one on replica B.
+    let mut al_a = Sse::open_token(&a.public, "/events?topic=inbox", &alice).await;
+    al_a.next_block(support::WAIT).await.unwrap();
     let r = http::request(
         &a.publish_url(),
         "POST",
@@ -154,14 +157,16 @@ async fn user_targeting_grants_disconnect_and_counts_across_replicas() {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["closed"], 1);
-    let rest = al.until_end(support::WAIT).await;
-    let d = rest
-        .iter()
-        .find(|b| b.event.as_deref() == Some("sidecast.disconnect"))
-        .expect("disconnect event");
-    let data: serde_json::Value = serde_json::from_str(d.data.as_deref().unwrap()).unwrap();
-    assert_eq!(data, json!({"reason": "logout", "reconnect": false}));
+    assert_eq!(r.json()["closed"], 2, "the sum over the replicas");
+    for (on, s) in [("B", &mut al), ("A", &mut al_a)] {
+        let rest = s.until_end(support::WAIT).await;
+        let d = rest
+            .iter()
+            .find(|b| b.event.as_deref() == Some("sidecast.disconnect"))
+            .unwrap_or_else(|| panic!("no disconnect event on replica {on}: {rest:?}"));
+        let data: serde_json::Value = serde_json::from_str(d.data.as_deref().unwrap()).unwrap();
+        assert_eq!(data, json!({"reason": "logout", "reconnect": false}));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -194,6 +194,18 @@ async fn answers_are_cached_per_cookie_and_topics() {
     let mut s2 = open(&sc, "/events?topic=public/b", Some(&bob)).await;
     s2.next_block(support::WAIT).await.unwrap();
     assert_eq!(app.hits("/api/me"), 3, "other topics: another call");
+    // The key holds the topics sorted: the same set in another order is
+    // the same entry.
+    let mut s3 = open(&sc, "/events?topic=public/b&topic=public/a", Some(&bob)).await;
+    s3.next_block(support::WAIT).await.unwrap();
+    assert_eq!(app.hits("/api/me"), 4, "a new set of topics: another call");
+    let mut s4 = open(&sc, "/events?topic=public/a&topic=public/b", Some(&bob)).await;
+    s4.next_block(support::WAIT).await.unwrap();
+    assert_eq!(
+        app.hits("/api/me"),
+        4,
+        "the same topics in another order: cached"
+    );
     // Concurrent identical requests make one call.
     let carol = app.login("carol");
     let before = app.hits("/api/me");
@@ -216,6 +228,23 @@ async fn answers_are_cached_per_cookie_and_topics() {
         1,
         "concurrent identical subscribes: one call"
     );
+}
+
+/// An answer is kept `forward_cache` long, not longer: past it, the same
+/// subscribe asks the app again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_answer_expires_after_forward_cache() {
+    let app = SessionApp::start().await;
+    let sc = Sidecast::start(&forward_opts(&app, "forward_cache = \"1s\""));
+    let alice = app.login("alice");
+    let mut s = open(&sc, "/events?topic=public/a", Some(&alice)).await;
+    s.next_block(support::WAIT).await.unwrap();
+    assert_eq!(app.hits("/api/me"), 1);
+    // Create the condition: the cached answer grows older than 1 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut s = open(&sc, "/events?topic=public/a", Some(&alice)).await;
+    s.next_block(support::WAIT).await.unwrap();
+    assert_eq!(app.hits("/api/me"), 2, "asked again after forward_cache");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,6 +295,29 @@ async fn logout_ends_the_open_stream_on_recheck() {
             .await
             .status,
         401
+    );
+    // A 403 on a recheck ends the stream too (the user lost the topic).
+    let bob = app.login("bob");
+    let mut s = open(&sc, "/events?topic=user/bob", Some(&bob)).await;
+    s.next_block(support::WAIT).await.unwrap();
+    app.state
+        .lock()
+        .unwrap()
+        .forbidden
+        .insert("user/bob".to_owned());
+    let t = Instant::now();
+    let _ = s.until_end(support::WAIT).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "ended on the 403 of the next recheck: {:?}",
+        t.elapsed()
+    );
+    let m = http::request(&sc.admin, "GET", "/metrics", &[], b"")
+        .await
+        .text();
+    assert!(
+        m.contains("sidecast_streams_closed_total{reason=\"revoked\"} 2"),
+        "{m}"
     );
 }
 

@@ -12,7 +12,7 @@ use support::sse::Sse;
 use support::upstream::Upstream;
 use support::{Opts, Sidecast, WAIT};
 
-/// Every family DESIGN.md lists, with its type.
+/// Every family the README lists (Operating sidecast, metrics), with its type.
 const FAMILIES: [(&str, &str); 14] = [
     ("sidecast_streams_open", "gauge"),
     ("sidecast_events_published_total", "counter"),

@@ -323,6 +323,26 @@ async fn a_slow_upload_is_not_a_slow_upstream() {
     assert_eq!(r.json()["len"], 25);
 }
 
+/// An upload streams to the app: the app has the first part of a body
+/// while the client still holds the rest back. A proxy that gathered the
+/// body first would never pass it on. No clock involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_reaches_the_app_as_it_is_sent() {
+    let up = Upstream::start("app").await;
+    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let mut c = Conn::connect(&sc.public).await;
+    c.send(b"POST /stream-upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\naaaaa")
+        .await;
+    support::eventually("the first half reaches the app", || async {
+        up.hits("bytes:/stream-upload") == 5
+    })
+    .await;
+    c.send(b"bbbbb").await;
+    let r = c.response("POST", WAIT).await;
+    assert_eq!(r.head.status, 200, "{}", r.head.raw);
+    assert_eq!(r.json()["len"], 10);
+}
+
 /// A raw upstream that answers every connection with `reply` and closes.
 async fn raw_upstream(reply: &'static [u8]) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

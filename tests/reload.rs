@@ -62,7 +62,7 @@ fn rewrite(sc: &Sidecast, text: &str) {
 async fn sighup_applies_a_valid_change_while_an_open_stream_goes_on() {
     let up = Upstream::start("app").await;
     let mut opts = Opts::new(&up.url());
-    opts.events = "heartbeat = \"30s\"".into();
+    opts.events = "heartbeat = \"30s\"\nretry = \"1s\"".into();
     let sc = Sidecast::start(&opts);
     let token = sc.token("alice", &["news", "orders/*"]);
     let mut old = Sse::open_token(&sc.public, "/events?topic=news", &token).await;
@@ -72,7 +72,7 @@ async fn sighup_applies_a_valid_change_while_an_open_stream_goes_on() {
     assert_eq!(r.status, 200);
     assert_eq!(up.hits("/orders/42/events"), 1);
 
-    opts.events = "heartbeat = \"200ms\"".into();
+    opts.events = "heartbeat = \"200ms\"\nretry = \"20s\"".into();
     opts.extra = "[[routes]]\npath = \"/orders/{id}/events\"\ntopics = [\"orders/{id}\"]\n".into();
     rewrite(&sc, &opts.toml());
     sc.signal("HUP");
@@ -83,14 +83,18 @@ async fn sighup_applies_a_valid_change_while_an_open_stream_goes_on() {
     let mut new = Sse::open_token(&sc.public, "/orders/42/events", &token).await;
     assert_eq!(new.status(), 200);
     assert_eq!(new.head.header("content-type"), Some("text/event-stream"));
+    let first = new.next_block(WAIT).await.expect("open");
+    assert_eq!(first.retry, Some(20_000), "the new retry");
     let mut beats = 0;
     let started = std::time::Instant::now();
     while beats < 3 {
         beats += new.next_block(WAIT).await.expect("open").comments;
     }
+    // Three beats of 200 ms; the old heartbeat (30 s) would take 90 s.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "heartbeat 200ms"
+        started.elapsed() < Duration::from_secs(8),
+        "heartbeat 200ms: three took {:?}",
+        started.elapsed()
     );
     assert_eq!(up.hits("/orders/42/events"), 1, "no longer proxied");
     let id = sc.publish_one("orders/42", "shipped").await;
@@ -108,6 +112,16 @@ async fn sighup_applies_a_valid_change_while_an_open_stream_goes_on() {
         (b.id.as_deref(), b.data.as_deref()),
         (Some(id.as_str()), Some("still here"))
     );
+    // And with the retry it opened with: the drain ends it with a retry
+    // jittered from 1 s (1 to 3 s), not from the 20 s now in force.
+    sc.signal("TERM");
+    let last = old.until_end(WAIT).await;
+    let retry = last
+        .iter()
+        .rev()
+        .find_map(|b| b.retry)
+        .unwrap_or_else(|| panic!("no retry at the end: {last:?}"));
+    assert!((1000..=3000).contains(&retry), "{retry}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -153,6 +153,25 @@ async fn handle(
             resp.header("Content-Type", "application/octet-stream")
                 .body(full(data))
         }
+        // Reads the body as it comes, counting its bytes under the name
+        // `bytes:/stream-upload` in `hits` (so that a test sees what reached
+        // the app before the client sent the rest).
+        "/stream-upload" => {
+            let mut body = req.into_body();
+            let mut n = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(d) = frame.data_ref() {
+                    n += d.len();
+                    *hits
+                        .lock()
+                        .unwrap()
+                        .entry("bytes:/stream-upload".to_owned())
+                        .or_default() += d.len();
+                }
+            }
+            resp.header("Content-Type", "application/json")
+                .body(full(serde_json::json!({"len": n}).to_string()))
+        }
         "/upload" => {
             let body = req
                 .into_body()
