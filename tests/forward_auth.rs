@@ -282,13 +282,16 @@ async fn logout_ends_the_open_stream_on_recheck() {
         "ended on the next recheck: {:?}",
         t.elapsed()
     );
-    let m = http::request(&sc.admin, "GET", "/metrics", &[], b"")
-        .await
-        .text();
-    assert!(
-        m.contains("sidecast_streams_closed_total{reason=\"revoked\"} 1"),
-        "{m}"
-    );
+    // Counted when the stream's task ends, which may be just after the
+    // client read the end.
+    let want = "sidecast_streams_closed_total{reason=\"revoked\"} 1";
+    support::eventually(want, || async {
+        http::request(&sc.admin, "GET", "/metrics", &[], b"")
+            .await
+            .text()
+            .contains(want)
+    })
+    .await;
     // Reconnects are refused now.
     assert_eq!(
         get_with_cookie(&sc, "/events?topic=user/alice", &alice)
@@ -312,13 +315,16 @@ async fn logout_ends_the_open_stream_on_recheck() {
         "ended on the 403 of the next recheck: {:?}",
         t.elapsed()
     );
-    let m = http::request(&sc.admin, "GET", "/metrics", &[], b"")
-        .await
-        .text();
-    assert!(
-        m.contains("sidecast_streams_closed_total{reason=\"revoked\"} 2"),
-        "{m}"
-    );
+    // Counted when the stream's task ends, which may be just after the
+    // client read the end.
+    let want = "sidecast_streams_closed_total{reason=\"revoked\"} 2";
+    support::eventually(want, || async {
+        http::request(&sc.admin, "GET", "/metrics", &[], b"")
+            .await
+            .text()
+            .contains(want)
+    })
+    .await;
 }
 
 /// `sidecast check` on a file, with no JWT secret in the environment.

@@ -117,10 +117,13 @@ impl Sidecast {
                     .lines()
                     .map_while(Result::ok)
                 {
-                    if line.contains("sidecast listening") {
-                        let _ = tx.send(line.clone());
+                    // Into the log first: a test that reads the log once
+                    // start() returned finds the start-up line there.
+                    let listening = line.contains("sidecast listening");
+                    log.lock().unwrap().push(line.clone());
+                    if listening {
+                        let _ = tx.send(line);
                     }
-                    log.lock().unwrap().push(line);
                 }
             });
         }
