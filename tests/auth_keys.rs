@@ -314,6 +314,14 @@ async fn rewriting_the_jwks_file_adds_keys_and_revokes_streams() {
         blocks.last().is_some_and(|b| b.retry.is_some()),
         "{blocks:?}"
     );
+    // Counted when the stream's task ends, maybe just after the client
+    // read the end.
+    scrape::metric_reaches(
+        &sc.admin,
+        "sidecast_streams_closed_total{reason=\"revoked\"}",
+        1.0,
+    )
+    .await;
     assert_eq!(
         scrape::metric(
             &sc.admin,
@@ -344,11 +352,8 @@ async fn rewriting_the_jwks_file_adds_keys_and_revokes_streams() {
     )
     .await;
     assert_opens(&sc, &new_tok, "after a refused reload").await;
-    let log = sc.log_text();
-    assert!(
-        log.contains("keys.json"),
-        "the refusal names the file: {log}"
-    );
+    // The refusal names the file.
+    sc.log_with(&["keys.json"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,6 +376,14 @@ async fn rewriting_the_secret_file_rotates_the_hs_key() {
     until_opens(&sc, &new_tok, "the new secret verifies").await;
     let blocks = s.until_end(WAIT).await;
     assert!(s.eof, "{blocks:?}");
+    // Counted when the stream's task ends, maybe just after the client
+    // read the end.
+    scrape::metric_reaches(
+        &sc.admin,
+        "sidecast_streams_closed_total{reason=\"revoked\"}",
+        1.0,
+    )
+    .await;
     assert_eq!(
         scrape::metric(
             &sc.admin,

@@ -144,7 +144,10 @@ async fn user_targeting_grants_disconnect_and_counts_across_replicas() {
     assert_eq!(info["streams"], 1);
     assert_eq!(info["cluster_streams"], 2);
 
-    // A disconnect on replica A closes alice's stream on replica B.
+    // A disconnect on replica A closes alice's streams on every replica,
+    // and counts them all: one here, one on replica B.
+    let mut al_a = Sse::open_token(&a.public, "/events?topic=inbox", &alice).await;
+    al_a.next_block(support::WAIT).await.unwrap();
     let r = http::request(
         &a.publish_url(),
         "POST",
@@ -154,14 +157,16 @@ async fn user_targeting_grants_disconnect_and_counts_across_replicas() {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["closed"], 1);
-    let rest = al.until_end(support::WAIT).await;
-    let d = rest
-        .iter()
-        .find(|b| b.event.as_deref() == Some("sidecast.disconnect"))
-        .expect("disconnect event");
-    let data: serde_json::Value = serde_json::from_str(d.data.as_deref().unwrap()).unwrap();
-    assert_eq!(data, json!({"reason": "logout", "reconnect": false}));
+    assert_eq!(r.json()["closed"], 2, "the sum over the replicas");
+    for (on, s) in [("B", &mut al), ("A", &mut al_a)] {
+        let rest = s.until_end(support::WAIT).await;
+        let d = rest
+            .iter()
+            .find(|b| b.event.as_deref() == Some("sidecast.disconnect"))
+            .unwrap_or_else(|| panic!("no disconnect event on replica {on}: {rest:?}"));
+        let data: serde_json::Value = serde_json::from_str(d.data.as_deref().unwrap()).unwrap();
+        assert_eq!(data, json!({"reason": "logout", "reconnect": false}));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,7 +375,9 @@ async fn wait_replicas_holds_the_202_until_a_redis_replica_has_the_event() {
     let mut accepted = None;
     for _ in 0..5 {
         let (s, body) = sc
-            .publish(json!({"topic": "t", "data": "y", "idempotency_key": "k"}))
+            .publish(
+                json!({"topic": "t", "data": "acknowledged-by-a-replica", "idempotency_key": "k"}),
+            )
             .await;
         if s == 202 {
             accepted = Some(body);
@@ -379,9 +386,119 @@ async fn wait_replicas_holds_the_202_until_a_redis_replica_has_the_event() {
     }
     let body = accepted.expect("a 202 once a replica acknowledges");
     let id = body["ids"][0].as_str().unwrap().to_owned();
-    let on_replica = replica.command(&["XLEN", "{sidecast}:log"]);
+    // The accepted event itself is on the replica. (The refused publish
+    // was appended to the primary's log before its WAIT, so the log's
+    // length on the replica says nothing about the one acknowledged.)
+    let on_replica = replica.command(&["XRANGE", "{sidecast}:log", "-", "+"]);
     assert!(
-        on_replica.trim() == ":2" || on_replica.trim() == ":1",
-        "the replica holds the log: {on_replica} ({id})"
+        on_replica.contains("acknowledged-by-a-replica"),
+        "the replica does not hold the acknowledged event {id}: {on_replica}"
     );
+}
+
+/// "Not ready until local history is loaded from Redis": a replica that
+/// starts while Redis does not answer serves its admin listener with
+/// `/readyz` 503, turns 200 only after Redis answers again, and then
+/// already holds every event of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_backfill_from_redis() {
+    if !support::require("redis-server") {
+        return;
+    }
+    let redis = Redis::start(false);
+    let up = Upstream::start("app").await;
+    let a = replica(&up, &redis);
+    all_connected(&[&a]).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(a.publish_one("backfill/1", &format!("e{i}")).await);
+    }
+
+    // Redis stops answering every client for a while: a replica started
+    // now cannot read the log.
+    const PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+    let paused = std::time::Instant::now();
+    let reply = redis.command(&["CLIENT", "PAUSE", &PAUSE.as_millis().to_string(), "ALL"]);
+    assert!(reply.starts_with("+OK"), "{reply}");
+
+    // The admin port is chosen in advance, so that /readyz can be asked
+    // while start-up waits (the start-up line comes once ready).
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let mut o = Opts::new(&up.url());
+    o.extra = format!(
+        "[cluster]\nredis = \"{}\"\nstartup_timeout = \"60s\"\n",
+        redis.url()
+    );
+    let dir = support::temp_dir("backfill");
+    let cfg = dir.join("sidecar.toml");
+    std::fs::write(
+        &cfg,
+        o.toml()
+            .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"{admin}\"")),
+    )
+    .unwrap();
+    let env = o.env.clone();
+    let starting = tokio::task::spawn_blocking(move || Sidecast::start_file(&cfg, &env));
+
+    let (mut not_ready, mut first_ready) = (0, None);
+    let deadline = paused + PAUSE + support::WAIT;
+    while first_ready.is_none() && std::time::Instant::now() < deadline {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut io = tokio::net::TcpStream::connect(&admin).await.ok()?;
+            io.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut raw = Vec::new();
+            io.read_to_end(&mut raw).await.ok()?;
+            Some(http::parse_response(&raw).status)
+        })
+        .await
+        .ok()
+        .flatten();
+        match r {
+            Some(503) => not_ready += 1,
+            Some(200) => first_ready = Some(std::time::Instant::now()),
+            Some(other) => panic!("/readyz answered {other}"),
+            None => {} // not listening yet
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let first_ready = first_ready.expect("ready once Redis answers again");
+    let b = starting.await.unwrap();
+    assert!(
+        not_ready > 0,
+        "/readyz never said 503 while Redis was paused"
+    );
+    assert!(
+        first_ready >= paused + PAUSE,
+        "ready {:?} after Redis was paused for {PAUSE:?}: before it could read the log",
+        first_ready - paused
+    );
+    // Ready means filled: the history holds the log, and replays from it.
+    let (status, info) = support::delivery::topic_info(&b, "backfill/1").await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["held"], 3, "{info}");
+    assert_eq!(info["last_id"].as_str(), Some(ids[2].as_str()), "{info}");
+    let token = b.token("alice", &["backfill/**"]);
+    let auth = format!("Bearer {token}");
+    let mut s = Sse::open(
+        &b.public,
+        "/events?topic=backfill/1",
+        &[("Authorization", &auth), ("Last-Event-ID", &ids[0])],
+    )
+    .await;
+    assert_eq!(s.next_block(support::WAIT).await.unwrap().retry, Some(3000));
+    let replayed: Vec<_> = s
+        .events(2)
+        .await
+        .into_iter()
+        .map(|e| e.id.unwrap())
+        .collect();
+    assert_eq!(replayed, ids[1..].to_vec());
 }

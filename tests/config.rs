@@ -428,6 +428,106 @@ fn sidecast_config_names_the_default_file() {
         "{}",
         out.stderr
     );
+    // Present there, it is the one read.
+    let cwd = support::temp_dir("cwd-file");
+    std::fs::write(cwd.join("sidecar.toml"), "[events]\nheartbeat = \"9s\"\n").unwrap();
+    let out = run(&["check"], &[SECRET_ENV], Some(&cwd));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("heartbeat = \"9s\""), "{}", out.stdout);
+    // $SIDECAST_CONFIG wins over ./sidecar.toml, and --config over both.
+    let env_file = path.to_str().unwrap();
+    let out = run(
+        &["check"],
+        &[SECRET_ENV, ("SIDECAST_CONFIG", env_file)],
+        Some(&cwd),
+    );
+    assert!(out.stdout.contains("heartbeat = \"7s\""), "{}", out.stdout);
+    let flag = write_config("flag", "[events]\nheartbeat = \"11s\"\n");
+    let out = run(
+        &["check", "--config", flag.to_str().unwrap()],
+        &[SECRET_ENV, ("SIDECAST_CONFIG", env_file)],
+        Some(&cwd),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("heartbeat = \"11s\""), "{}", out.stdout);
+}
+
+/// Every key has a default: an empty file is valid (auth then needs only
+/// the secret's variable).
+#[test]
+fn an_empty_file_is_valid() {
+    let path = write_config("empty", "");
+    let out = check(&path, &[SECRET_ENV]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains(": valid"), "{}", out.stdout);
+}
+
+/// With neither key set, the publish listener is on loopback (127.0.0.1:8081)
+/// and the Unix socket is off: `check` says so, and so does a sidecast
+/// started on those defaults (its start-up line; or, when another process
+/// holds that port, its refusal to start names that address).
+#[test]
+fn the_publish_listener_is_on_loopback_and_the_socket_off_by_default() {
+    let path = write_config("publish-defaults", "");
+    let out = check(&path, &[SECRET_ENV]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("publish = \"127.0.0.1:8081\"\npublish_socket = (not set)\n"),
+        "{}",
+        out.stdout
+    );
+
+    let path = write_config(
+        "publish-defaults-run",
+        "[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+    );
+    let mut child = ops::command()
+        .args(["--config", path.to_str().unwrap()])
+        .env(SECRET_ENV.0, SECRET_ENV.1)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sidecast");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + support::WAIT;
+    let mut seen = Vec::new();
+    let verdict = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("sidecast listening") => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None, // ended (its refusal is in `seen`) or timed out
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    match verdict {
+        Some(line) => assert!(
+            line.contains("publish=127.0.0.1:8081") && line.contains("publish_socket=off"),
+            "{line}"
+        ),
+        None => {
+            let log = seen.join("\n");
+            assert!(
+                log.contains("127.0.0.1:8081"),
+                "neither started nor named the default publish address:\n{log}"
+            );
+        }
+    }
 }
 
 #[test]

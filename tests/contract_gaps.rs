@@ -1,4 +1,4 @@
-//! Promises of DESIGN.md that no other test file shows on their own: the
+//! Promises of the README that no other test file shows on their own: the
 //! head and first bytes of an event stream, its heartbeat, the framing of
 //! a named event with a retry and a multi-line payload as it goes out on
 //! the wire, the naming rules of `?topic=` and its single percent-decoding.
@@ -28,7 +28,9 @@ async fn events_get(sc: &Sidecast, path: &str, token: &str) -> Response {
 async fn an_event_stream_has_its_head_first_bytes_at_once_and_heartbeats() {
     let up = Upstream::start("app").await;
     let mut opts = Opts::new(&up.url());
-    opts.events = "heartbeat = \"300ms\"\nretry = \"4s\"".into();
+    // A heartbeat far longer than any wait below: the first bytes cannot be
+    // pushed out by it.
+    opts.events = "heartbeat = \"60s\"\nretry = \"4s\"".into();
     let sc = Sidecast::start(&opts);
     let token = sc.token("alice", &["news"]);
 
@@ -44,15 +46,16 @@ async fn an_event_stream_has_its_head_first_bytes_at_once_and_heartbeats() {
     assert_eq!(h("transfer-encoding").as_deref(), Some("chunked"));
     assert!(h("content-length").is_none());
 
-    // The retry block comes at once, long before the first heartbeat would
-    // push anything out.
+    // The retry block comes at once: an order of magnitude before the
+    // first heartbeat (60 s) would push anything out, with nothing else.
     let first = s
-        .next_block(Duration::from_millis(250))
+        .next_block(Duration::from_secs(6))
         .await
-        .expect("the first bytes");
+        .expect("the first bytes, before any heartbeat");
     assert_eq!(first.retry, Some(4000));
+    assert_eq!((first.comments, first.data.as_deref()), (0, None));
     let cursor = s
-        .next_block(Duration::from_millis(250))
+        .next_block(Duration::from_secs(6))
         .await
         .expect("the cursor");
     assert!(cursor.id.is_some(), "{cursor:?}");
@@ -61,17 +64,31 @@ async fn an_event_stream_has_its_head_first_bytes_at_once_and_heartbeats() {
         (None, None, None, 0),
         "a block with only id:"
     );
+    drop(s);
+    drop(sc);
 
-    // Then comment lines only, one per heartbeat: at least three within
-    // two seconds (a heartbeat of 300 ms), no event.
+    // Then comment lines only, one per heartbeat: with a heartbeat of
+    // 300 ms, three come within 6 s (the default of 15 s would take 45 s),
+    // and no event.
+    opts.events = "heartbeat = \"300ms\"\nretry = \"4s\"".into();
+    let sc = Sidecast::start(&opts);
+    let mut s = Sse::open_token(&sc.public, "/events?topic=news", &token).await;
+    let first = s.next_block(support::WAIT).await.expect("the first bytes");
+    assert_eq!(first.retry, Some(4000));
+    let cursor = s.next_block(support::WAIT).await.expect("the cursor");
+    assert!(cursor.id.is_some() && cursor.data.is_none(), "{cursor:?}");
     let started = std::time::Instant::now();
     let mut comments = 0;
     while comments < 3 {
-        let b = s.next_block(Duration::from_secs(2)).await.expect("open");
+        let b = s.next_block(Duration::from_secs(6)).await.expect("open");
         assert!(b.data.is_none() && b.id.is_none(), "{b:?}");
         comments += b.comments;
     }
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "three heartbeats took {:?}",
+        started.elapsed()
+    );
 }
 
 /// "Each event: id:, then event: when named, then retry: when given, then

@@ -381,5 +381,6 @@ async fn a_waiting_poll_is_told_of_a_disconnect() {
     assert_eq!(items[0]["event"], "sidecast.disconnect");
     let data: serde_json::Value = serde_json::from_str(items[0]["data"].as_str().unwrap()).unwrap();
     assert_eq!(data, json!({"reason": "banned", "reconnect": false}));
-    assert_eq!(r.header("last-event-id"), items[0]["id"].as_str());
+    let id = items[0]["id"].as_str().expect("the item has an id");
+    assert_eq!(r.header("last-event-id"), Some(id), "{:?}", r.headers);
 }

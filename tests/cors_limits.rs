@@ -100,6 +100,44 @@ async fn an_exact_origin_is_echoed_with_credentials_and_vary() {
     assert_eq!(up.hits("/events"), 0, "events paths never reach the app");
 }
 
+/// `cors_origins` defaults to `[]`: with nothing configured, no origin at
+/// all gets CORS headers on a stream or a preflight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_no_origin_gets_cors_headers() {
+    let up = Upstream::start("app").await;
+    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let token = sc.token("alice", &["news"]);
+    let auth = format!("Bearer {token}");
+    for origin in [ORIGIN, "http://localhost:3000", "null"] {
+        let s = Sse::open(
+            &sc.public,
+            "/events?topic=news",
+            &[("Authorization", &auth), ("Origin", origin)],
+        )
+        .await;
+        assert_eq!(s.status(), 200);
+        assert!(
+            cors_headers(&s.head.headers).is_empty(),
+            "{origin}: {:?}",
+            s.head.headers
+        );
+        let r = request(
+            &sc.public,
+            "OPTIONS",
+            "/events?topic=news",
+            &[("Origin", origin), ("Access-Control-Request-Method", "GET")],
+            b"",
+        )
+        .await;
+        assert!(
+            cors_headers(&r.headers).is_empty(),
+            "{origin}: {} {:?}",
+            r.status,
+            r.headers
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_other_origin_gets_no_cors_headers() {
     let up = Upstream::start("app").await;
@@ -233,7 +271,7 @@ async fn over_max_streams_an_event_source_is_told_to_come_back_and_others_get_50
 async fn max_streams_auto_is_resolved_and_logged() {
     let up = Upstream::start("app").await;
     let sc = Sidecast::start(&Opts::new(&up.url()));
-    let log = sc.log_text();
+    let log = sc.log_with(&["max_streams = \"auto\" resolved"]).await;
     let line = log
         .lines()
         .find(|l| l.contains("max_streams = \"auto\" resolved"))

@@ -4,6 +4,12 @@
 //! slow proxied request completes, the admin listener answers to the end,
 //! and the process exits 0 within `delay + grace`. A second signal exits at
 //! once.
+//!
+//! sidecast's own timings (when it stopped accepting, closed each stream,
+//! finished draining) are read from its log's timestamps, taken where they
+//! happen: what the test observes from outside is late by however long a
+//! loaded machine takes to schedule it, so those observations only bound
+//! order and order of magnitude.
 #[path = "support/ops.rs"]
 mod ops;
 mod support;
@@ -45,13 +51,55 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// The timestamp that starts a log line (`2026-05-09T18:13:01.123456Z`), in
+/// seconds since that day's midnight.
+fn stamp(line: &str) -> f64 {
+    let time = line
+        .split_whitespace()
+        .next()
+        .and_then(|t| t.split_once('T'))
+        .map(|(_, t)| t.trim_end_matches('Z'))
+        .unwrap_or_else(|| panic!("no timestamp: {line}"));
+    let mut parts = time.split(':').map(|p| {
+        p.parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad timestamp: {line}"))
+    });
+    let (h, m, s) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    h * 3600.0 + m * 60.0 + s
+}
+
+/// sidecast's own clock: seconds from its "shutting down" line to each line
+/// that contains `what`, in log order.
+fn since_signal(log: &str, what: &str) -> Vec<f64> {
+    let start = log
+        .lines()
+        .find(|l| l.contains("shutting down"))
+        .map(stamp)
+        .unwrap_or_else(|| panic!("no shutting-down line:\n{log}"));
+    log.lines()
+        .filter(|l| l.contains(what))
+        .map(|l| {
+            let d = stamp(l) - start;
+            if d < 0.0 {
+                d + 86400.0 // past midnight
+            } else {
+                d
+            }
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_order() {
     let up = Upstream::start("app").await;
     let mut opts = Opts::new(&up.url());
     opts.events = "retry = \"1s\"".into();
-    let (delay, grace) = (Duration::from_millis(1000), Duration::from_millis(4000));
-    let mut sc = start_with_shutdown(&opts, "delay = \"1s\"\ngrace = \"4s\"");
+    let (delay, grace) = (Duration::from_millis(2000), Duration::from_millis(4000));
+    let mut sc = start_with_shutdown(&opts, "delay = \"2s\"\ngrace = \"4s\"");
     assert_eq!(
         readyz(&sc.admin).await.0,
         200,
@@ -158,7 +206,9 @@ async fn sigterm_drains_in_order() {
     );
     let (slow_response, slow_done) = slow.await.unwrap();
     assert_eq!(slow_response.status, 200, "{}", slow_response.text());
-    let (code, exited) = wait_exit(&mut sc, delay + grace + Duration::from_secs(2));
+    // Observed from outside: exits, and not far later than delay + grace
+    // (the bound itself is checked on sidecast's clock below).
+    let (code, exited) = wait_exit(&mut sc, delay + grace + Duration::from_secs(5));
     poller.await.unwrap();
 
     let rel = |t: Instant| secs(t - t0);
@@ -172,40 +222,67 @@ async fn sigterm_drains_in_order() {
         rel(exited)
     );
     assert_eq!(code, Some(0));
-    assert!(rel(t_unready) < 0.5, "readiness fails at once");
+    // Readiness fails at once: well within the delay, while everything is
+    // still served (the request and the stream above were accepted, so
+    // before accepting stopped).
     assert!(
-        t_served < t0 + delay,
-        "the checks within the delay took too long"
+        t_unready < t0 + delay,
+        "readiness failed {:.3}s after the signal",
+        rel(t_unready)
+    );
+    assert!(t_unready <= t_served);
+    assert!(t_served <= t_refused);
+    // sidecast's own clock from here on.
+    let log = sc.log_text();
+    let (d, half) = (secs(delay), secs(grace) / 2.0);
+    let stopped = since_signal(&log, "stopped accepting")[0];
+    assert!(
+        stopped >= d && stopped < d + 1.0,
+        "accepting stopped {stopped:.3}s after the signal, the delay is {d}s"
+    );
+    let shut: Vec<f64> = since_signal(&log, "stream closed")
+        .into_iter()
+        .zip(log.lines().filter(|l| l.contains("stream closed")))
+        .filter(|(_, l)| l.contains("reason=\"shutdown\"") || l.contains("reason=shutdown"))
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(shut.len(), 5, "five streams closed by the drain:\n{log}");
+    assert!(
+        shut[0] >= stopped,
+        "a stream closed before accepting stopped: {shut:?}"
+    );
+    // Spread over the first half of grace: five streams at 0, 1/5 .. 4/5 of
+    // it (nominally 1.6 s from the first to the last).
+    assert!(
+        shut[4] - shut[0] >= half * 0.4,
+        "not spread over half of grace: {shut:?}"
     );
     assert!(
-        rel(t_refused) >= secs(delay) - 0.05,
-        "accepting stopped before the delay ended"
+        shut[4] <= d + half + 1.0,
+        "the last stream closed late: {shut:?}"
     );
-    assert!(rel(t_refused) < secs(delay) + 0.7);
+    let drained = since_signal(&log, "drained");
+    assert_eq!(drained.len(), 1, "drained before grace ended:\n{log}");
     assert!(
-        rel(closed[0]) >= secs(delay) - 0.05,
-        "a stream closed before the delay ended"
+        drained[0] <= secs(delay + grace),
+        "drained {:.3}s after the signal, past delay + grace",
+        drained[0]
     );
-    // Spread over the first half of grace: four streams at 0, 1/4, 2/4, 3/4
-    // of it (a fifth, opened in the delay, among them).
-    let half = secs(grace) / 2.0;
-    assert!(
-        rel(closed[3]) - rel(closed[0]) >= half * 0.4,
-        "not spread: {closed:?}"
-    );
-    assert!(rel(*closed.last().unwrap()) <= secs(delay) + half + 0.8);
     assert!(rel(slow_done) >= 1.4, "the slow request was cut short");
-    assert!(rel(exited) <= secs(delay + grace) + 0.3, "exit in time");
-    // The admin listener answered (503) from the signal to the end: the
-    // first poll it did not answer came after the last stream closed and
-    // the slow request ended, when the process was gone.
+    // The admin listener answered (503) from the signal to the end: it
+    // still answered after the public listener refused connections, and
+    // stopped answering only when the process was gone.
     let answers = answers.lock().unwrap();
     let gone = answers
         .iter()
         .find(|(_, s)| s.is_none())
         .expect("polled to the end")
         .0;
-    assert!(gone >= *closed.last().unwrap() && gone >= slow_done && gone >= t_refused);
+    assert!(gone >= t_refused);
+    assert!(
+        answers.iter().any(|(t, s)| *t >= t_refused && s.is_some()),
+        "the admin listener stopped answering when accepting stopped"
+    );
     assert!(
         answers.iter().filter(|(_, s)| s.is_some()).count() >= 20,
         "polled throughout"
@@ -224,7 +301,6 @@ async fn sigint_drains_like_sigterm() {
     let mut sc = start_with_shutdown(&opts, "delay = \"500ms\"\ngrace = \"2s\"");
     let token = sc.token("alice", &["news"]);
     let mut s = stream(&sc, &token).await;
-    let t0 = Instant::now();
     sc.signal("INT");
     support::eventually("/readyz turns 503", || async {
         readyz(&sc.admin).await.0 == 503
@@ -233,12 +309,18 @@ async fn sigint_drains_like_sigterm() {
     s.read_to_end(WAIT).await;
     assert!(s.bytes.ends_with(b"\r\n0\r\n\r\n"));
     assert!((1000..=3000).contains(s.retries().last().unwrap()));
-    let (code, exited) = wait_exit(&mut sc, Duration::from_secs(4));
+    let (code, _) = wait_exit(&mut sc, Duration::from_secs(10));
     assert_eq!(code, Some(0));
+    // Within delay + grace, on sidecast's clock.
+    let log = sc.log_text();
+    let drained = since_signal(&log, "drained");
     assert!(
-        exited - t0 <= Duration::from_millis(2800),
-        "{:?}",
-        exited - t0
+        drained.len() == 1 && drained[0] <= 2.5,
+        "drained within 2.5 s of SIGINT: {drained:?}\n{log}"
+    );
+    assert!(
+        log.contains("signal=\"SIGINT\"") || log.contains("signal=SIGINT"),
+        "{log}"
     );
 }
 
@@ -253,10 +335,11 @@ async fn a_second_signal_exits_at_once() {
     .await;
     let t = Instant::now();
     sc.signal("TERM");
-    let (code, exited) = wait_exit(&mut sc, Duration::from_secs(5));
+    let (code, exited) = wait_exit(&mut sc, Duration::from_secs(10));
     assert!(code.is_some(), "it exits by itself");
     assert_ne!(code, Some(0), "a forced exit is not a clean one");
-    assert!(exited - t < Duration::from_secs(1), "{:?}", exited - t);
+    // At once: an order of magnitude before the 20 s delay would end.
+    assert!(exited - t < Duration::from_secs(5), "{:?}", exited - t);
 }
 
 /// A client that never reads, and an idle kept-alive connection, do not
@@ -267,7 +350,7 @@ async fn clients_that_do_not_read_and_idle_connections_do_not_hold_the_exit() {
     let up = Upstream::start("app").await;
     let mut opts = Opts::new(&up.url());
     opts.events = "retry = \"1s\"\nhistory_bytes = \"128MiB\"".into();
-    let mut sc = start_with_shutdown(&opts, "delay = \"0s\"\ngrace = \"2s\"");
+    let mut sc = start_with_shutdown(&opts, "delay = \"0s\"\ngrace = \"4s\"");
     let token = sc.token("alice", &["news"]);
     let stuck = stream(&sc, &token).await.into_inner();
     // Fill the socket buffers: ~24 MiB in 120 events, below the queue limit.
@@ -299,19 +382,24 @@ async fn clients_that_do_not_read_and_idle_connections_do_not_hold_the_exit() {
     }
     assert_eq!(support::http::parse_response(&raw).status, 200);
 
-    let t0 = Instant::now();
     sc.signal("TERM");
-    let n = tokio::time::timeout(Duration::from_secs(1), idle.read(&mut buf))
+    // Closed as accepting stops, not held to the end of grace (4 s).
+    let n = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf))
         .await
         .expect("the idle connection is closed promptly")
         .unwrap_or(0);
     assert_eq!(n, 0, "nothing more than the end");
-    let (code, exited) = wait_exit(&mut sc, Duration::from_secs(4));
+    let (code, _) = wait_exit(&mut sc, Duration::from_secs(10));
     assert_eq!(code, Some(0));
-    assert!(
-        exited - t0 <= Duration::from_millis(2500),
-        "{:?}",
-        exited - t0
-    );
+    // By delay + grace on sidecast's clock, whether or not the stuck stream
+    // ended by itself.
+    let log = sc.log_text();
+    let end = since_signal(&log, "drained")
+        .into_iter()
+        .chain(since_signal(&log, "grace is over"))
+        .next()
+        .unwrap_or_else(|| panic!("neither drained nor out of grace:\n{log}"));
+    // (The check of grace runs every 20 ms: a tick's lateness is allowed.)
+    assert!(end <= 4.0 + 0.5, "{end:.3}s after the signal:\n{log}");
     drop(stuck);
 }

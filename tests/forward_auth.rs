@@ -194,6 +194,18 @@ async fn answers_are_cached_per_cookie_and_topics() {
     let mut s2 = open(&sc, "/events?topic=public/b", Some(&bob)).await;
     s2.next_block(support::WAIT).await.unwrap();
     assert_eq!(app.hits("/api/me"), 3, "other topics: another call");
+    // The key holds the topics sorted: the same set in another order is
+    // the same entry.
+    let mut s3 = open(&sc, "/events?topic=public/b&topic=public/a", Some(&bob)).await;
+    s3.next_block(support::WAIT).await.unwrap();
+    assert_eq!(app.hits("/api/me"), 4, "a new set of topics: another call");
+    let mut s4 = open(&sc, "/events?topic=public/a&topic=public/b", Some(&bob)).await;
+    s4.next_block(support::WAIT).await.unwrap();
+    assert_eq!(
+        app.hits("/api/me"),
+        4,
+        "the same topics in another order: cached"
+    );
     // Concurrent identical requests make one call.
     let carol = app.login("carol");
     let before = app.hits("/api/me");
@@ -218,6 +230,23 @@ async fn answers_are_cached_per_cookie_and_topics() {
     );
 }
 
+/// An answer is kept `forward_cache` long, not longer: past it, the same
+/// subscribe asks the app again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_answer_expires_after_forward_cache() {
+    let app = SessionApp::start().await;
+    let sc = Sidecast::start(&forward_opts(&app, "forward_cache = \"1s\""));
+    let alice = app.login("alice");
+    let mut s = open(&sc, "/events?topic=public/a", Some(&alice)).await;
+    s.next_block(support::WAIT).await.unwrap();
+    assert_eq!(app.hits("/api/me"), 1);
+    // Create the condition: the cached answer grows older than 1 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut s = open(&sc, "/events?topic=public/a", Some(&alice)).await;
+    s.next_block(support::WAIT).await.unwrap();
+    assert_eq!(app.hits("/api/me"), 2, "asked again after forward_cache");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_ends_the_open_stream_on_recheck() {
     let app = SessionApp::start().await;
@@ -228,9 +257,15 @@ async fn logout_ends_the_open_stream_on_recheck() {
     let alice = app.login("alice");
     let mut s = open(&sc, "/events?topic=user/alice", Some(&alice)).await;
     s.next_block(support::WAIT).await.unwrap();
-    // An app that is down during a recheck ends nothing.
+    // An app that is down during a recheck ends nothing. Two rechecks fail
+    // (the app counts a call before it answers it): sidecast has acted on
+    // the first by the time it makes the second.
+    let before = app.hits("/api/me");
     app.state.lock().unwrap().fail_with = Some(502);
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    support::eventually("two rechecks while the app fails", || async {
+        app.hits("/api/me") >= before + 2
+    })
+    .await;
     app.state.lock().unwrap().fail_with = None;
     let id = sc.publish_one("user/alice", "still here").await;
     assert_eq!(
@@ -239,19 +274,24 @@ async fn logout_ends_the_open_stream_on_recheck() {
     );
     app.logout(&alice);
     let t = Instant::now();
-    let _ = s.until_end(Duration::from_secs(5)).await;
+    let _ = s.until_end(support::WAIT).await;
+    // On the next recheck (1 s), not at some later end: an order of
+    // magnitude below the token-free stream's lifetime, with room for load.
     assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "ended within forward_recheck + 1s: {:?}",
+        t.elapsed() < Duration::from_secs(5),
+        "ended on the next recheck: {:?}",
         t.elapsed()
     );
-    let m = http::request(&sc.admin, "GET", "/metrics", &[], b"")
-        .await
-        .text();
-    assert!(
-        m.contains("sidecast_streams_closed_total{reason=\"revoked\"} 1"),
-        "{m}"
-    );
+    // Counted when the stream's task ends, which may be just after the
+    // client read the end.
+    let want = "sidecast_streams_closed_total{reason=\"revoked\"} 1";
+    support::eventually(want, || async {
+        http::request(&sc.admin, "GET", "/metrics", &[], b"")
+            .await
+            .text()
+            .contains(want)
+    })
+    .await;
     // Reconnects are refused now.
     assert_eq!(
         get_with_cookie(&sc, "/events?topic=user/alice", &alice)
@@ -259,16 +299,44 @@ async fn logout_ends_the_open_stream_on_recheck() {
             .status,
         401
     );
+    // A 403 on a recheck ends the stream too (the user lost the topic).
+    let bob = app.login("bob");
+    let mut s = open(&sc, "/events?topic=user/bob", Some(&bob)).await;
+    s.next_block(support::WAIT).await.unwrap();
+    app.state
+        .lock()
+        .unwrap()
+        .forbidden
+        .insert("user/bob".to_owned());
+    let t = Instant::now();
+    let _ = s.until_end(support::WAIT).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "ended on the 403 of the next recheck: {:?}",
+        t.elapsed()
+    );
+    // Counted when the stream's task ends, which may be just after the
+    // client read the end.
+    let want = "sidecast_streams_closed_total{reason=\"revoked\"} 2";
+    support::eventually(want, || async {
+        http::request(&sc.admin, "GET", "/metrics", &[], b"")
+            .await
+            .text()
+            .contains(want)
+    })
+    .await;
 }
 
 /// `sidecast check` on a file, with no JWT secret in the environment.
 fn check(cfg: &std::path::Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
-        .args(["check", "--config"])
-        .arg(cfg)
-        .env_remove("SIDECAST_JWT_SECRET")
-        .output()
-        .unwrap()
+    support::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
+            .args(["check", "--config"])
+            .arg(cfg)
+            .env_remove("SIDECAST_JWT_SECRET"),
+        support::WAIT,
+        "sidecast check",
+    )
 }
 
 #[test]

@@ -125,6 +125,51 @@ async fn provider_keys_verify_rotate_and_survive_an_outage() {
     assert_eq!(r.status, 401);
 }
 
+/// The key set is fetched at start; a token with an unknown `kid` fetches
+/// it again (a rotation is picked up before the next refresh), but at most
+/// once a minute: a second unknown `kid` right after fetches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_kid_refetches_at_most_once_a_minute() {
+    if !support::require("openssl") {
+        return;
+    }
+    let dir = support::temp_dir("jwks");
+    let k1 = RsaKey::generate(&dir, "k1");
+    let k2 = RsaKey::generate(&dir, "k2");
+    let provider = Provider::start(json!({"keys": [k1.jwk("one")]})).await;
+    let up = Upstream::start("app").await;
+    // A refresh far away: every fetch below is the start's or a kid's.
+    let sc = start(&up, &provider, "jwks_refresh = \"1h\"");
+    assert_eq!(*provider.hits.lock().unwrap(), 1, "fetched at start");
+    assert_eq!(status(&sc, &k1.sign("one", &claims("alice"))).await, 200);
+    assert_eq!(
+        *provider.hits.lock().unwrap(),
+        1,
+        "a known kid fetches nothing"
+    );
+
+    *provider.keys.lock().unwrap() = json!({"keys": [k1.jwk("one"), k2.jwk("two")]});
+    assert_eq!(status(&sc, &k2.sign("two", &claims("alice"))).await, 200);
+    assert_eq!(
+        *provider.hits.lock().unwrap(),
+        2,
+        "the unknown kid fetched once"
+    );
+
+    let r = http::get(
+        &sc.public,
+        "/events?topic=t",
+        Some(&k2.sign("three", &claims("alice"))),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        *provider.hits.lock().unwrap(),
+        2,
+        "a second unknown kid within the minute fetches nothing"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rs256_jwk_never_verifies_an_hs256_token() {
     if !support::require("openssl") {
@@ -164,12 +209,14 @@ async fn start_up_fails_clearly_when_the_first_fetch_fails() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
-        .arg("--config")
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"));
+    cmd.arg("--config")
         .arg(&cfg)
-        .env_remove("SIDECAST_JWT_SECRET")
-        .output()
-        .unwrap();
+        .env_remove("SIDECAST_JWT_SECRET");
+    // Bounded: a sidecast that started anyway would never end by itself.
+    let out = tokio::task::block_in_place(|| {
+        support::output_within(&mut cmd, support::WAIT, "sidecast with a failing jwks_url")
+    });
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -12,7 +12,7 @@ use support::sse::Sse;
 use support::upstream::Upstream;
 use support::{Opts, Sidecast, WAIT};
 
-/// Every family DESIGN.md lists, with its type.
+/// Every family the README lists (Operating sidecast, metrics), with its type.
 const FAMILIES: [(&str, &str); 14] = [
     ("sidecast_streams_open", "gauge"),
     ("sidecast_events_published_total", "counter"),
@@ -228,12 +228,11 @@ async fn json_logs_one_object_per_line_with_access_lines() {
     let mut s = Sse::open_token(&sc.public, "/events?topic=news", &token).await;
     s.next_block(WAIT).await.unwrap();
     drop(s);
-    support::eventually("the stream's closing line", || async {
-        sc.log_text().contains("stream closed")
-    })
-    .await;
-
-    let log = sc.log_text();
+    // The access line is written after the answer, the closing line after
+    // the stream ends: wait for both.
+    let log = sc
+        .log_with(&["\"proxied\"", "stream opened", "stream closed"])
+        .await;
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON object ({e}): {l}")))
@@ -274,8 +273,5 @@ async fn rust_log_wins_over_the_configured_level() {
     let sc = Sidecast::start(&opts);
     let r = request(&sc.public, "GET", "/api/visible", &[], b"").await;
     assert_eq!(r.status, 200);
-    support::eventually("the access line", || async {
-        sc.log_text().contains("/api/visible")
-    })
-    .await;
+    sc.log_with(&["/api/visible"]).await;
 }

@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::delivery::{ids_of, metric, opening, publish_json, publish_with, topic_info};
+use support::delivery::{
+    ids_of, metric, metric_sample, opening, publish_json, publish_with, topic_info,
+};
 use support::http::{request_unix, Response};
 use support::sse::Sse;
 use support::upstream::Upstream;
@@ -449,12 +451,20 @@ async fn require_token_guards_tcp_and_socket() {
         let r = publish_with(&sc, m, p, &[ct], br#"{"user": "a"}"#).await;
         assert_eq!(r.status, 401, "{m} {p}");
     }
-    assert_eq!(metric(&sc, "sidecast_events_published_total").await, 0.0);
+    // Nothing was published: the counter is there, at zero.
+    assert_eq!(
+        metric_sample(&sc, "sidecast_events_published_total").await,
+        Some(0.0)
+    );
     let good = ("Authorization", "Bearer publish-secret-xyz");
     let r = publish_with(&sc, "POST", "/publish", &[ct, good], body).await;
     assert_eq!(r.status, 202, "{}", r.text());
     let r = request_unix(&path, "POST", "/publish", &[ct, good], body).await;
     assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        metric_sample(&sc, "sidecast_events_published_total").await,
+        Some(2.0)
+    );
     let r = publish_with(&sc, "GET", "/topics/guarded", &[good], b"").await;
     assert_eq!(r.json()["held"], 2);
 }

@@ -32,7 +32,7 @@ async fn wait_reloads(sc: &Sidecast, result: &str, n: f64) {
 /// Waits for the log line of a reload that SIGHUP triggered.
 async fn wait_sighup_reload(sc: &Sidecast, outcome: &str) {
     let want = "trigger=\"SIGHUP\"";
-    support::eventually("a reload on SIGHUP", || async {
+    support::eventually(&format!("a reload on SIGHUP: {outcome}"), || async {
         sc.log_text()
             .lines()
             .any(|l| l.contains(want) && l.contains(outcome))
@@ -62,7 +62,7 @@ fn rewrite(sc: &Sidecast, text: &str) {
 async fn sighup_applies_a_valid_change_while_an_open_stream_goes_on() {
     let up = Upstream::start("app").await;
     let mut opts = Opts::new(&up.url());
-    opts.events = "heartbeat = \"30s\"".into();
+    opts.events = "heartbeat = \"30s\"\nretry = \"1s\"".into();
     let sc = Sidecast::start(&opts);
     let token = sc.token("alice", &["news", "orders/*"]);
     let mut old = Sse::open_token(&sc.public, "/events?topic=news", &token).await;
@@ -72,7 +72,7 @@ async fn sighup_applies_a_valid_change_while_an_open_stream_goes_on() {
     assert_eq!(r.status, 200);
     assert_eq!(up.hits("/orders/42/events"), 1);
 
-    opts.events = "heartbeat = \"200ms\"".into();
+    opts.events = "heartbeat = \"200ms\"\nretry = \"20s\"".into();
     opts.extra = "[[routes]]\npath = \"/orders/{id}/events\"\ntopics = [\"orders/{id}\"]\n".into();
     rewrite(&sc, &opts.toml());
     sc.signal("HUP");
@@ -83,14 +83,18 @@ async fn sighup_applies_a_valid_change_while_an_open_stream_goes_on() {
     let mut new = Sse::open_token(&sc.public, "/orders/42/events", &token).await;
     assert_eq!(new.status(), 200);
     assert_eq!(new.head.header("content-type"), Some("text/event-stream"));
+    let first = new.next_block(WAIT).await.expect("open");
+    assert_eq!(first.retry, Some(20_000), "the new retry");
     let mut beats = 0;
     let started = std::time::Instant::now();
     while beats < 3 {
         beats += new.next_block(WAIT).await.expect("open").comments;
     }
+    // Three beats of 200 ms; the old heartbeat (30 s) would take 90 s.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "heartbeat 200ms"
+        started.elapsed() < Duration::from_secs(8),
+        "heartbeat 200ms: three took {:?}",
+        started.elapsed()
     );
     assert_eq!(up.hits("/orders/42/events"), 1, "no longer proxied");
     let id = sc.publish_one("orders/42", "shipped").await;
@@ -108,6 +112,16 @@ async fn sighup_applies_a_valid_change_while_an_open_stream_goes_on() {
         (b.id.as_deref(), b.data.as_deref()),
         (Some(id.as_str()), Some("still here"))
     );
+    // And with the retry it opened with: the drain ends it with a retry
+    // jittered from 1 s (1 to 3 s), not from the 20 s now in force.
+    sc.signal("TERM");
+    let last = old.until_end(WAIT).await;
+    let retry = last
+        .iter()
+        .rev()
+        .find_map(|b| b.retry)
+        .unwrap_or_else(|| panic!("no retry at the end: {last:?}"));
+    assert!((1000..=3000).contains(&retry), "{retry}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +141,6 @@ async fn an_invalid_file_is_refused_logged_and_counted_and_the_old_one_stays() {
     wait_reloads(&sc, "failed", 1.0).await;
     assert_eq!(reloads(&sc, "ok").await, 0.0);
     let file = sc.dir.join("sidecar.toml").display().to_string();
-    let log = sc.log_text();
     let lines = text.lines().collect::<Vec<_>>();
     let hb = lines
         .iter()
@@ -135,13 +148,12 @@ async fn an_invalid_file_is_refused_logged_and_counted_and_the_old_one_stays() {
         .unwrap()
         + 1;
     let typo = lines.iter().position(|l| l.starts_with("histroy")).unwrap() + 1;
-    for want in [
-        format!("config reload refused: {file}:{hb}:13: events.heartbeat: expected a duration"),
-        format!("config reload refused: {file}:{typo}:1: events.histroy: unknown key"),
-        "the previous configuration stays in force".to_owned(),
-    ] {
-        assert!(log.contains(&want), "missing {want:?} in:\n{log}");
-    }
+    sc.log_with(&[
+        &format!("config reload refused: {file}:{hb}:13: events.heartbeat: expected a duration"),
+        &format!("config reload refused: {file}:{typo}:1: events.histroy: unknown key"),
+        "the previous configuration stays in force",
+    ])
+    .await;
     // The old configuration is in force, and the open stream goes on.
     assert_eq!(new_stream_retry(&sc).await, 3000);
     let id = sc.publish_one("news", "after").await;
@@ -161,9 +173,7 @@ async fn a_file_change_reloads_without_a_signal() {
     // Written in place, as an editor does.
     std::fs::write(sc.dir.join("sidecar.toml"), opts.toml()).unwrap();
     wait_reloads(&sc, "ok", 1.0).await;
-    assert!(
-        sc.log_text().contains("trigger=\"file change\"") || sc.log_text().contains("file change")
-    );
+    sc.log_with(&["trigger=\"file change\""]).await;
     assert_eq!(new_stream_retry(&sc).await, 5000);
 }
 
@@ -213,7 +223,7 @@ async fn listen_changes_are_logged_as_needing_a_restart_and_ignored() {
     rewrite(&sc, &text);
     sc.signal("HUP");
     wait_reloads(&sc, "ok", 1.0).await;
-    let log = sc.log_text();
+    let log = sc.log_with(&["[listen] changed"]).await;
     let warning = log
         .lines()
         .find(|l| l.contains("[listen] changed"))
@@ -242,9 +252,6 @@ async fn the_log_level_reloads() {
     wait_reloads(&sc, "ok", 1.0).await;
     let r = support::http::request(&sc.public, "GET", "/api/loud", &[], b"").await;
     assert_eq!(r.status, 200);
-    support::eventually("the access line", || async {
-        sc.log_text().contains("/api/loud")
-    })
-    .await;
+    sc.log_with(&["/api/loud"]).await;
     assert!(!sc.log_text().contains("/api/quiet"), "logged at warn");
 }

@@ -14,6 +14,12 @@ use super::Sidecast;
 /// The value of one sample of the admin `/metrics` (`name{labels}` exactly
 /// as exposed), 0 when absent.
 pub async fn metric(sc: &Sidecast, sample: &str) -> f64 {
+    metric_sample(sc, sample).await.unwrap_or(0.0)
+}
+
+/// One sample's value, `None` when `/metrics` does not have it (a test that
+/// checks a zero checks that it is there).
+pub async fn metric_sample(sc: &Sidecast, sample: &str) -> Option<f64> {
     let r = http::request(&sc.admin, "GET", "/metrics", &[], b"").await;
     assert_eq!(r.status, 200);
     r.text()
@@ -23,7 +29,6 @@ pub async fn metric(sc: &Sidecast, sample: &str) -> f64 {
             let (name, value) = l.rsplit_once(' ')?;
             (name == sample).then(|| value.parse().ok())?
         })
-        .unwrap_or(0.0)
 }
 
 /// A request to the publish listener with a JSON body and extra headers.

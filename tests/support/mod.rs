@@ -117,10 +117,13 @@ impl Sidecast {
                     .lines()
                     .map_while(Result::ok)
                 {
-                    if line.contains("sidecast listening") {
-                        let _ = tx.send(line.clone());
+                    // Into the log first: a test that reads the log once
+                    // start() returned finds the start-up line there.
+                    let listening = line.contains("sidecast listening");
+                    log.lock().unwrap().push(line.clone());
+                    if listening {
+                        let _ = tx.send(line);
                     }
-                    log.lock().unwrap().push(line);
                 }
             });
         }
@@ -186,6 +189,44 @@ impl Sidecast {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Waits until each of `needles` is in the log, and returns the whole
+    /// log. sidecast writes a line when it gets there, which may be after
+    /// the reply the test has read (an access line follows the answer): a
+    /// test that checks a line, or checks that the log holds nothing it
+    /// must not, first waits for every line it expects.
+    pub async fn log_with(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.log_text();
+            let missing: Vec<&&str> = needles.iter().filter(|n| !log.contains(**n)).collect();
+            if missing.is_empty() {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log never had {missing:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `needle` is in at least `n` lines of the log; the log.
+    pub async fn log_lines(&self, needle: &str, n: usize) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.log_text();
+            let have = log.lines().filter(|l| l.contains(needle)).count();
+            if have >= n {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log has {have} of {n} lines with {needle:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn publish_url(&self) -> String {
         self.publish.clone().expect("publish listener")
     }
@@ -246,8 +287,36 @@ where
     }
 }
 
-/// Whether a program is installed; under `CI=true` a missing one fails the
-/// test instead of skipping it.
+/// Runs `cmd` to its end with its output captured, like
+/// [`Command::output`], but bounded: a child still running after `within`
+/// is killed and the test fails, naming `what`. Both pipes are read while
+/// it runs, so a chatty child never blocks on a full one.
+pub fn output_within(cmd: &mut Command, within: Duration, what: &str) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: spawn: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(within) {
+        Ok(out) => out.unwrap_or_else(|e| panic!("{what}: {e}")),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+            panic!("{what} did not end within {within:?}");
+        }
+    }
+}
+
+/// Whether a program is installed. A missing one fails the test, unless
+/// [`skip`] allows skipping it.
 pub fn require(program: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
@@ -255,11 +324,64 @@ pub fn require(program: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found && std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{program} is required under CI=true but was not found");
-    }
     if !found {
-        eprintln!("skipping: {program} not installed (run the README's test command)");
+        skip(&format!("{program} is not installed"));
     }
     found
+}
+
+/// A component this test needs is missing: fails the test, unless
+/// `SIDECAST_TEST_ALLOW_SKIP=1` (and not `CI=true`) allows a local run to
+/// skip it. A skip is said on stderr and recorded in the file
+/// `SIDECAST_TEST_SKIP_LOG` names (scripts/test counts it as a skip, not as
+/// a pass); the caller then returns early.
+pub fn skip(why: &str) {
+    let allowed = std::env::var("SIDECAST_TEST_ALLOW_SKIP").as_deref() == Ok("1")
+        && std::env::var("CI").as_deref() != Ok("true");
+    if !allowed {
+        panic!(
+            "{why}: run the README's test command (scripts/test installs it), \
+             or set SIDECAST_TEST_ALLOW_SKIP=1 to skip this test in a local run"
+        );
+    }
+    let test = format!(
+        "{}::{}",
+        env!("CARGO_CRATE_NAME"),
+        std::thread::current().name().unwrap_or("?")
+    );
+    eprintln!("skipping {test}: {why}");
+    if let Ok(path) = std::env::var("SIDECAST_TEST_SKIP_LOG") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .expect("open SIDECAST_TEST_SKIP_LOG");
+        writeln!(f, "{test}\t{why}").expect("write SIDECAST_TEST_SKIP_LOG");
+    }
+}
+
+/// The Python interpreter the suite runs its Python parts with: the one of
+/// scripts/test's own venv, which exports `SIDECAST_TEST_PYTHON` (never
+/// whatever `python3` comes first, whose packages are not the suite's).
+/// `None` when unset and skipping is allowed; otherwise a missing one
+/// fails the test.
+pub fn python() -> Option<PathBuf> {
+    match std::env::var_os("SIDECAST_TEST_PYTHON") {
+        Some(p) if Path::new(&p).is_file() => Some(PathBuf::from(p)),
+        Some(p) => {
+            skip(&format!(
+                "SIDECAST_TEST_PYTHON={} is not a file",
+                Path::new(&p).display()
+            ));
+            None
+        }
+        None => {
+            skip(
+                "SIDECAST_TEST_PYTHON is not set (the venv python with \
+                 tests/requirements.txt that scripts/test makes)",
+            );
+            None
+        }
+    }
 }

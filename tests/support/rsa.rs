@@ -13,7 +13,7 @@ pub struct RsaKey {
 }
 
 fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().expect("openssl");
+    let out = super::output_within(cmd, super::WAIT, "openssl");
     assert!(
         out.status.success(),
         "openssl failed: {}",

@@ -56,10 +56,11 @@ pub fn have_openssl() -> bool {
 }
 
 fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
+    let out = super::support::output_within(
+        Command::new("openssl").args(args),
+        super::support::WAIT,
+        "openssl",
+    );
     assert!(
         out.status.success(),
         "openssl {args:?} failed: {}",

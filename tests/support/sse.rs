@@ -267,20 +267,3 @@ impl Sse {
         self.io
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses() {
-        let mut t = String::from(
-            "retry: 10\n\nid: 1\nevent: x\ndata: a\ndata: b\n\n: hb\n\ndata:c\r\n\r\npartial",
-        );
-        let b = parse_blocks(&mut t);
-        assert_eq!(b[0].retry, Some(10));
-        assert_eq!(b[1].data.as_deref(), Some("a\nb"));
-        assert_eq!(b[2].comments, 1);
-        assert_eq!(t, "partial");
-    }
-}

@@ -21,6 +21,9 @@ pub struct Upstream {
     pub addr: String,
     /// Requests seen, by path.
     pub hits: Arc<Mutex<HashMap<String, usize>>>,
+    /// `/gated` sends each chunk after the first only once the test
+    /// [`release`](Upstream::release)s it.
+    gate: Arc<tokio::sync::Semaphore>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -39,20 +42,29 @@ impl Upstream {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
+    /// Lets `/gated` send its next chunk.
+    pub fn release(&self) {
+        self.gate.add_permits(1);
+    }
+
     /// Starts the app; `name` is echoed in an `X-Upstream` header.
     pub async fn start(name: &'static str) -> Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let h = hits.clone();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let g = gate.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = listener.accept().await else {
                     continue;
                 };
-                let h = h.clone();
+                let (h, g) = (h.clone(), g.clone());
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(req, name, h.clone()));
+                    let svc = hyper::service::service_fn(move |req| {
+                        handle(req, name, h.clone(), g.clone())
+                    });
                     // As many header fields as sidecast passes on.
                     let _ = hyper::server::conn::http1::Builder::new()
                         .max_headers(300)
@@ -62,7 +74,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, hits, task }
+        Upstream {
+            addr,
+            hits,
+            gate,
+            task,
+        }
     }
 }
 
@@ -86,6 +103,7 @@ async fn handle(
     req: Request<Incoming>,
     name: &'static str,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    gate: Arc<tokio::sync::Semaphore>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
@@ -109,11 +127,52 @@ async fn handle(
             });
             resp.body(BodyExt::boxed(StreamBody::new(stream)))
         }
+        // `n` chunks, each after the first held back until the test
+        // releases it (bounded: a chunk not released in time ends the body).
+        "/gated" => {
+            let n = num("n", 5);
+            let stream = futures_util::stream::unfold(0u64, move |i| {
+                let gate = gate.clone();
+                async move {
+                    if i >= n {
+                        return None;
+                    }
+                    if i > 0 {
+                        let permit = tokio::time::timeout(super::WAIT, gate.acquire_owned()).await;
+                        permit.ok()?.ok()?.forget();
+                    }
+                    Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk {i}\n")))),
+                        i + 1,
+                    ))
+                }
+            });
+            resp.body(BodyExt::boxed(StreamBody::new(stream)))
+        }
         "/download" => {
             let n = num("bytes", 1 << 20) as usize;
             let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
             resp.header("Content-Type", "application/octet-stream")
                 .body(full(data))
+        }
+        // Reads the body as it comes, counting its bytes under the name
+        // `bytes:/stream-upload` in `hits` (so that a test sees what reached
+        // the app before the client sent the rest).
+        "/stream-upload" => {
+            let mut body = req.into_body();
+            let mut n = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(d) = frame.data_ref() {
+                    n += d.len();
+                    *hits
+                        .lock()
+                        .unwrap()
+                        .entry("bytes:/stream-upload".to_owned())
+                        .or_default() += d.len();
+                }
+            }
+            resp.header("Content-Type", "application/json")
+                .body(full(serde_json::json!({"len": n}).to_string()))
         }
         "/upload" => {
             let body = req
