@@ -227,7 +227,7 @@ impl Metrics {
     /// over the sample `sidecast_events_published_total`). A Prometheus
     /// text parser (the format a `curl`, most agents and Prometheus without
     /// content negotiation read) then finds samples of no declared family,
-    /// and the family names DESIGN.md promises are not in any `# TYPE`
+    /// and the documented family names are not in any `# TYPE`
     /// line. So the default answer is the same data in the older format.
     pub fn encode(&self) -> String {
         to_prometheus_text(&self.encode_openmetrics())

@@ -71,6 +71,14 @@ impl Opts {
     }
 
     pub fn toml(&self) -> String {
+        // The suite runs the pass-through tests a second time with
+        // SIDECAST_TEST_FAST_PATH=false: every request through pingora's
+        // general path instead of the lean relay.
+        let path_choice = match std::env::var("SIDECAST_TEST_FAST_PATH").as_deref() {
+            Ok("false") if !self.upstream_extra.contains("fast_path") => "fast_path = false\n",
+            _ => "",
+        };
+        let upstream_extra = format!("{path_choice}{}", self.upstream_extra);
         format!(
             "[listen]\npublic = \"127.0.0.1:0\"\npublish = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{}\n\
              [upstream]\nurl = \"{}\"\n{}\n\
@@ -78,7 +86,7 @@ impl Opts {
              [auth]\n{}\n\
              [shutdown]\ngrace = \"5s\"\n\
              {}\n",
-            self.listen, self.upstream, self.upstream_extra, self.events, self.auth, self.extra
+            self.listen, self.upstream, upstream_extra, self.events, self.auth, self.extra
         )
     }
 }
