@@ -106,6 +106,9 @@ pub fn record(
     }
     let elapsed = started.elapsed();
     m.upstream_duration.observe(elapsed.as_secs_f64());
+    if !shared.runtime().config.log.access {
+        return;
+    }
     tracing::info!(
         target: "sidecast::access",
         method,

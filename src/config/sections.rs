@@ -158,6 +158,8 @@ pub enum LogFormat {
 pub struct Log {
     pub format: LogFormat,
     pub level: String,
+    /// One access line per proxied request (target `sidecast::access`).
+    pub access: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -44,6 +44,7 @@ pub(super) fn read_log(d: &mut Diag, t: &mut Table) -> Log {
             LogFormat::Text
         ),
         level: take!(t, d, "level", |v| log_level(&r::string(v)?), s("info")),
+        access: take!(t, d, "access", r::boolean, true),
     };
     t.finish(d);
     log

@@ -197,12 +197,13 @@ pub(super) fn effective(c: &Config) -> String {
     );
     let _ = writeln!(
         o,
-        "\n[log]\nformat = \"{}\"\nlevel = \"{}\"",
+        "\n[log]\nformat = \"{}\"\nlevel = \"{}\"\naccess = {}",
         match c.log.format {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
         },
-        c.log.level
+        c.log.level,
+        c.log.access
     );
     let _ = writeln!(
         o,
