@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from . import cluster, passthrough, report
+from . import cluster, passthrough, profile, report
 from .scenarios import OPTIONAL, SCENARIOS, Ctx, Plan, run_streams
 from .systems import Nchan, Origin, PingoraReference, Pushpin, Sidecast
 
@@ -31,17 +31,24 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def ensure_packages(names, scenarios):
+def ensure_packages(names, scenarios, profiling):
     """Installs from Debian what this run needs and is missing: nginx (the
     origin), nchan (also (f)'s yardstick), Pushpin and zurl when Pushpin
-    runs, wrk for (f)."""
+    runs, wrk for (f), perf for its profiles; and inferno from crates.io
+    to render them."""
     want = {"nginx": shutil.which("nginx"),
             "libnginx-mod-nchan": os.path.exists("/usr/lib/nginx/modules/ngx_nchan_module.so")}
     if "pushpin" in names:
         want.update({"pushpin": shutil.which("pushpin"), "zurl": shutil.which("zurl")})
     if "f" in scenarios:
         want["wrk"] = shutil.which("wrk")
+    if profiling:
+        want["linux-perf"] = shutil.which("perf")
     missing = [k for k, have in want.items() if not have]
+    if profiling and not (shutil.which("inferno-flamegraph") or shutil.which(
+            "inferno-flamegraph", path=os.path.expanduser("~/.cargo/bin"))):
+        log("installing inferno (flame graphs) with cargo install")
+        subprocess.run(["cargo", "install", "--locked", "inferno"], check=True)
     if not missing:
         return
     log(f"installing {' '.join(missing)}")
@@ -180,6 +187,10 @@ def main(argv):
     pt.add_argument("--pt-rounds", type=int, default=1, metavar="N",
                     help="repeat every row N times, one system after the other, and "
                          "report medians (default 1)")
+    pt.add_argument("--profile-passthrough", action="store_true",
+                    help="perf record sidecast (and sidecast-before) at the lowest "
+                         "concurrency in a wrk run of its own, flame graphs into --out")
+    pt.add_argument("--profile-seconds", type=int, default=5, metavar="S")
     args = ap.parse_args(argv)
     names = [s for s in args.systems.split(",") if s]
     bad = [s for s in names if s not in report.SYSTEMS] + \
@@ -197,11 +208,13 @@ def main(argv):
         ap.error(f"--pt-conns: expected connection counts between 2 and 10000 "
                  f"separated by commas, got {args.pt_conns!r}")
     for opt, v, top in (("--pt-seconds", args.pt_seconds, 600),
-                        ("--pt-rounds", args.pt_rounds, 20)):
+                        ("--pt-rounds", args.pt_rounds, 20),
+                        ("--profile-seconds", args.profile_seconds, 60)):
         if v is not None and not 1 <= v <= top:
             ap.error(f"{opt}: expected 1 to {top}, got {v}")
-    if args.before and "f" not in args.scenarios:
-        ap.error("--before applies to scenario f, which --scenarios leaves out")
+    if (args.before or args.profile_passthrough) and "f" not in args.scenarios:
+        ap.error("--before and --profile-passthrough apply to scenario f, "
+                 "which --scenarios leaves out")
     if args.before and "sidecast" not in names:
         ap.error("--before compares with sidecast, which --systems leaves out")
 
@@ -211,7 +224,7 @@ def main(argv):
     meta = dict(machine(), loadavg=loadavg(), quick=args.quick,
                 command="bench/run" + "".join(f" {a}" for a in argv),
                 started=started.strftime("%Y-%m-%d %H:%M UTC"))
-    ensure_packages(names, args.scenarios)
+    ensure_packages(names, args.scenarios, args.profile_passthrough)
     if not args.no_build:
         build(sidecast=not args.sidecast)
     sidecast = os.path.abspath(args.sidecast or os.path.join(ROOT, "target", "release",
@@ -226,6 +239,13 @@ def main(argv):
     if plan.d["streams"] + 200 > limit:
         plan.d["streams"] = max(limit - 500, 1000)
     work = tempfile.mkdtemp(prefix="scb-", dir="/tmp")
+    profiler = None
+    if args.profile_passthrough:
+        os.makedirs(args.out, exist_ok=True)
+        profiler = profile.Profiler(os.path.abspath(args.out), work, log)
+        if profiler.event != "cycles":
+            log("perf: no hardware cycle counter here (a VM without a PMU); "
+                f"sampling on the {profiler.event} software event instead")
     ctx = Ctx(plan, loadgen, work, log)
     results = {k: {} for k in SCENARIOS + OPTIONAL}
     origin = Origin(work)
@@ -267,10 +287,14 @@ def main(argv):
             for s in extra:
                 meta["versions"][s.name] = s.version()
                 meta["notes"][s.name] = s.notes
-            pt = passthrough.PtPlan(conns, args.pt_seconds or plan.wrk_s, args.pt_rounds)
+            pt = passthrough.PtPlan(
+                conns, args.pt_seconds or plan.wrk_s, args.pt_rounds,
+                profile=("sidecast", "sidecast-before") if args.profile_passthrough else (),
+                profile_s=args.profile_seconds)
             meta["passthrough"] = {"conns": pt.conns, "seconds": pt.secs, "rounds": pt.rounds,
                                    "warmup_s": pt.warmup_s}
-            passthrough.run_passthrough(ctx, origin, pt_systems, results, pt)
+            meta["profiles"] = passthrough.run_passthrough(ctx, origin, pt_systems, results,
+                                                           pt, profiler)
         if "g" in args.scenarios:
             cluster.run_cluster(ctx, origin, sidecast, results)
     finally:

@@ -165,7 +165,13 @@ def run_passthrough(ctx, origin, systems, results, pt, profiler=None):
                     runs[c].setdefault(s.name, []).append(
                         wrk(ctx, s.name, s.proxy_port, c, pt.secs, s.pids, opids))
                 if profiler and s.name in pt.profile and rnd == pt.rounds - 1:
-                    profiles[s.name] = profiler.profile(ctx, s, min(pt.conns), pt.profile_s)
+                    s.stop()
+                    try:
+                        profiles[s.name] = profiler.profile(ctx, s, min(pt.conns),
+                                                            pt.profile_s)
+                    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                        ctx.log(f"  profile of {s.name} failed: {e}")
+                        profiles[s.name] = {"error": str(e)}
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                 ctx.log(f"  {s.name} failed: {e}")
                 for c in pt.conns:
@@ -179,11 +185,16 @@ def run_passthrough(ctx, origin, systems, results, pt, profiler=None):
         rows = {name: _median(rs) for name, rs in runs[c].items()}
         add_ratios(rows)
         out[f"c{c}"] = rows
-    if profiler and len(profiles) > 1 and "sidecast" in profiles:
-        for name in profiles:
-            if name != "sidecast":
+    done = [n for n, p in profiles.items() if "error" not in p]
+    if profiler and "sidecast" in done:
+        for name in done:
+            if name == "sidecast":
+                continue
+            try:
                 profiles[f"{name} → sidecast"] = profiler.diff(ctx, profiles[name],
                                                                profiles["sidecast"], name)
+            except (OSError, subprocess.SubprocessError) as e:
+                ctx.log(f"  differential profile failed: {e}")
     return profiles
 
 

@@ -179,9 +179,10 @@ def passthrough_sections(res, meta):
     profs = meta.get("profiles") or {}
     if profs:
         out += ["Profiles (flame graphs, `perf record` in a wrk run of their own): "
-                + "; ".join(f"**{k}**: `{p['svg']}`"
-                            + (f" ({p['samples']} samples on `{p['event']}` in "
-                               f"{p['seconds']} s at -c{p['conns']})" if "samples" in p else "")
+                + "; ".join(f"**{k}**: " + (f"failed ({p['error'][:200]})" if "error" in p else
+                                             f"`{p['svg']}`")
+                            + (f" ({p['sampled']} on `{p['event']}` in {p['seconds']} s "
+                               f"at -c{p['conns']})" if "sampled" in p else "")
                             for k, p in profs.items()) + ".", ""]
     return out
 
