@@ -140,11 +140,14 @@ def write_outputs(out_dir, name, results, meta, update_md):
     title = (f"sidecast vs nchan vs Pushpin, {meta['nproc']} cores, "
              f"{meta['started'][:10]} ({'quick' if meta['quick'] else 'full'} run, "
              f"1-min load average {meta['loadavg']} at the start)")
-    with open(os.path.join(out_dir, f"{name}.svg"), "w") as fh:
-        fh.write(report.svg(results, meta["plan"], title))
+    # the plot shows the stream scenarios only: none, no plot
+    plot = any(results.get(k) for k in "abcde")
+    if plot:
+        with open(os.path.join(out_dir, f"{name}.svg"), "w") as fh:
+            fh.write(report.svg(results, meta["plan"], title))
     if update_md:
         replace_marked(MARK_BEGIN, MARK_END, md)
-    log(f"wrote {out_dir}/{name}.json, .md, .svg")
+    log(f"wrote {out_dir}/{name}.json, .md{', .svg' if plot else ''}")
 
 
 def _describe(path):
