@@ -15,8 +15,8 @@ import sys
 import tempfile
 import time
 
-from . import cluster, report
-from .scenarios import OPTIONAL, SCENARIOS, Ctx, Plan, run_passthrough, run_streams
+from . import cluster, passthrough, profile, report
+from .scenarios import OPTIONAL, SCENARIOS, Ctx, Plan, run_streams
 from .systems import Nchan, Origin, PingoraReference, Pushpin, Sidecast
 
 BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,13 +31,24 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def ensure_packages():
-    """Installs the peers and wrk from Debian when missing."""
+def ensure_packages(names, scenarios, profiling):
+    """Installs from Debian what this run needs and is missing: nginx (the
+    origin), nchan (also (f)'s yardstick), Pushpin and zurl when Pushpin
+    runs, wrk for (f), perf for its profiles; and inferno from crates.io
+    to render them."""
     want = {"nginx": shutil.which("nginx"),
-            "libnginx-mod-nchan": os.path.exists("/usr/lib/nginx/modules/ngx_nchan_module.so"),
-            "pushpin": shutil.which("pushpin"), "zurl": shutil.which("zurl"),
-            "wrk": shutil.which("wrk")}
+            "libnginx-mod-nchan": os.path.exists("/usr/lib/nginx/modules/ngx_nchan_module.so")}
+    if "pushpin" in names:
+        want.update({"pushpin": shutil.which("pushpin"), "zurl": shutil.which("zurl")})
+    if "f" in scenarios:
+        want["wrk"] = shutil.which("wrk")
+    if profiling:
+        want["linux-perf"] = shutil.which("perf")
     missing = [k for k, have in want.items() if not have]
+    if profiling and not (shutil.which("inferno-flamegraph") or shutil.which(
+            "inferno-flamegraph", path=os.path.expanduser("~/.cargo/bin"))):
+        log("installing inferno (flame graphs) with cargo install")
+        subprocess.run(["cargo", "install", "--locked", "inferno"], check=True)
     if not missing:
         return
     log(f"installing {' '.join(missing)}")
@@ -51,13 +62,14 @@ def ensure_packages():
         subprocess.run(sudo + ["systemctl", "stop", svc], capture_output=True)
 
 
-def build():
-    log("building sidecast and the load generator (release)")
+def build(sidecast=True):
+    """Release builds of sidecast (unless a binary was named) and of the
+    load generator and stock pingora."""
+    log(f"building {'sidecast and ' if sidecast else ''}the load generator (release)")
     subprocess.run([os.path.join(ROOT, "scripts", "deps"), "build"], check=True, cwd=ROOT)
-    subprocess.run(["cargo", "build", "--release", "--locked"], check=True, cwd=ROOT)
+    if sidecast:
+        subprocess.run(["cargo", "build", "--release", "--locked"], check=True, cwd=ROOT)
     subprocess.run(["cargo", "build", "--release", "--locked"], check=True, cwd=BENCH)
-    return (os.path.join(ROOT, "target", "release", "sidecast"),
-            os.path.join(BENCH, "target", "release", "loadgen"))
 
 
 # Stock pingora, built with the load generator, for pass-through's reference row.
@@ -128,11 +140,25 @@ def write_outputs(out_dir, name, results, meta, update_md):
     title = (f"sidecast vs nchan vs Pushpin, {meta['nproc']} cores, "
              f"{meta['started'][:10]} ({'quick' if meta['quick'] else 'full'} run, "
              f"1-min load average {meta['loadavg']} at the start)")
-    with open(os.path.join(out_dir, f"{name}.svg"), "w") as fh:
-        fh.write(report.svg(results, meta["plan"], title))
+    # the plot shows the stream scenarios only: none, no plot
+    plot = any(results.get(k) for k in "abcde")
+    if plot:
+        with open(os.path.join(out_dir, f"{name}.svg"), "w") as fh:
+            fh.write(report.svg(results, meta["plan"], title))
     if update_md:
         replace_marked(MARK_BEGIN, MARK_END, md)
-    log(f"wrote {out_dir}/{name}.json, .md, .svg")
+    log(f"wrote {out_dir}/{name}.json, .md{', .svg' if plot else ''}")
+
+
+def _describe(path):
+    """Which binary was measured: its path, modification time, and the
+    commit of the tree it was built in (when that tree is a git checkout)."""
+    if not os.path.exists(path):
+        return {"path": path}
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True, cwd=os.path.dirname(path)).stdout.strip()
+    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
+    return {"path": path, "built": mtime.strftime("%Y-%m-%d %H:%M UTC"), "commit": rev or None}
 
 
 def _interrupt(signum, frame):
@@ -150,12 +176,50 @@ def main(argv):
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temporary directory (configs and logs of every system)")
+    ap.add_argument("--sidecast", metavar="PATH",
+                    help="measure this sidecast binary (not built); default: this tree's "
+                         "release build")
+    pt = ap.add_argument_group("pass-through (f)")
+    pt.add_argument("--before", metavar="PATH",
+                    help="an older sidecast binary, measured in (f) as the row "
+                         "`sidecast-before` beside `sidecast`")
+    pt.add_argument("--pt-conns", default="64,256", metavar="N,N",
+                    help="wrk connections, one measured run each (default 64,256)")
+    pt.add_argument("--pt-seconds", type=int, metavar="S",
+                    help="seconds per wrk run (default 3 with --quick, else 10)")
+    pt.add_argument("--pt-rounds", type=int, default=1, metavar="N",
+                    help="repeat every row N times, one system after the other, and "
+                         "report medians (default 1)")
+    pt.add_argument("--profile-passthrough", action="store_true",
+                    help="perf record sidecast (and sidecast-before) at the lowest "
+                         "concurrency in a wrk run of its own, flame graphs into --out")
+    pt.add_argument("--profile-seconds", type=int, default=5, metavar="S")
     args = ap.parse_args(argv)
     names = [s for s in args.systems.split(",") if s]
     bad = [s for s in names if s not in report.SYSTEMS] + \
           [c for c in args.scenarios if c not in SCENARIOS + OPTIONAL]
     if bad:
         ap.error(f"unknown system or scenario: {bad}")
+    for opt, path in (("--sidecast", args.sidecast), ("--before", args.before)):
+        if path and not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            ap.error(f"{opt}: {path} is not an executable file")
+    try:
+        conns = sorted({int(c) for c in args.pt_conns.split(",") if c.strip()})
+    except ValueError:
+        conns = []
+    if not conns or min(conns) < 2 or max(conns) > 10_000:
+        ap.error(f"--pt-conns: expected connection counts between 2 and 10000 "
+                 f"separated by commas, got {args.pt_conns!r}")
+    for opt, v, top in (("--pt-seconds", args.pt_seconds, 600),
+                        ("--pt-rounds", args.pt_rounds, 20),
+                        ("--profile-seconds", args.profile_seconds, 60)):
+        if v is not None and not 1 <= v <= top:
+            ap.error(f"{opt}: expected 1 to {top}, got {v}")
+    if (args.before or args.profile_passthrough) and "f" not in args.scenarios:
+        ap.error("--before and --profile-passthrough apply to scenario f, "
+                 "which --scenarios leaves out")
+    if args.before and "sidecast" not in names:
+        ap.error("--before compares with sidecast, which --systems leaves out")
 
     # a SIGTERM unwinds like Ctrl-C, so every process started is stopped
     signal.signal(signal.SIGTERM, _interrupt)
@@ -163,18 +227,28 @@ def main(argv):
     meta = dict(machine(), loadavg=loadavg(), quick=args.quick,
                 command="bench/run" + "".join(f" {a}" for a in argv),
                 started=started.strftime("%Y-%m-%d %H:%M UTC"))
-    ensure_packages()
-    if args.no_build:
-        sidecast = os.path.join(ROOT, "target", "release", "sidecast")
-        loadgen = os.path.join(BENCH, "target", "release", "loadgen")
-    else:
-        sidecast, loadgen = build()
+    ensure_packages(names, args.scenarios, args.profile_passthrough)
+    if not args.no_build:
+        build(sidecast=not args.sidecast)
+    sidecast = os.path.abspath(args.sidecast or os.path.join(ROOT, "target", "release",
+                                                              "sidecast"))
+    loadgen = os.path.join(BENCH, "target", "release", "loadgen")
+    meta["binaries"] = {"sidecast": _describe(sidecast)} if "sidecast" in names else {}
+    if args.before:
+        meta["binaries"]["sidecast-before"] = _describe(os.path.abspath(args.before))
     limit = raise_nofile()
     log(f"open-file limit {limit}; load average {meta['loadavg']}")
     plan = Plan(args.quick)
     if plan.d["streams"] + 200 > limit:
         plan.d["streams"] = max(limit - 500, 1000)
     work = tempfile.mkdtemp(prefix="scb-", dir="/tmp")
+    profiler = None
+    if args.profile_passthrough:
+        os.makedirs(args.out, exist_ok=True)
+        profiler = profile.Profiler(os.path.abspath(args.out), work, log)
+        if profiler.event != "cycles":
+            log("perf: no hardware cycle counter here (a VM without a PMU); "
+                f"sampling on the {profiler.event} software event instead")
     ctx = Ctx(plan, loadgen, work, log)
     results = {k: {} for k in SCENARIOS + OPTIONAL}
     origin = Origin(work)
@@ -197,12 +271,33 @@ def main(argv):
                         results[k].setdefault(s.name, {"error": str(e)})
                 s.stop()
         if "f" in args.scenarios:
-            reference = None
+            pt_systems = list(systems)
+            extra = []
+            if args.before:
+                extra.append(Sidecast(work, origin, os.path.abspath(args.before),
+                                      max_streams=plan.d["streams"] + 200,
+                                      name="sidecast-before"))
+                pt_systems.insert(names.index("sidecast") + 1, extra[-1])
+            if passthrough.YARDSTICK not in names:
+                # nginx `proxy_pass` is what the other rows are divided by:
+                # always measured in the same run
+                extra.append(Nchan(work, origin))
+                pt_systems.append(extra[-1])
             if "sidecast" in names and os.path.exists(PINGORA_REF):
-                reference = PingoraReference(work, origin, PINGORA_REF)
-                meta["versions"][reference.name] = reference.version()
-                meta["notes"][reference.name] = reference.notes
-            run_passthrough(ctx, origin, systems, results, reference)
+                extra.append(PingoraReference(work, origin, PINGORA_REF))
+                pt_systems.append(extra[-1])
+            systems += extra
+            for s in extra:
+                meta["versions"][s.name] = s.version()
+                meta["notes"][s.name] = s.notes
+            pt = passthrough.PtPlan(
+                conns, args.pt_seconds or plan.wrk_s, args.pt_rounds,
+                profile=("sidecast", "sidecast-before") if args.profile_passthrough else (),
+                profile_s=args.profile_seconds)
+            meta["passthrough"] = {"conns": pt.conns, "seconds": pt.secs, "rounds": pt.rounds,
+                                   "warmup_s": pt.warmup_s}
+            meta["profiles"] = passthrough.run_passthrough(ctx, origin, pt_systems, results,
+                                                           pt, profiler)
         if "g" in args.scenarios:
             cluster.run_cluster(ctx, origin, sidecast, results)
     finally:
@@ -218,10 +313,16 @@ def main(argv):
         shutil.rmtree(work, ignore_errors=True)
     others = "".join(c for c in args.scenarios if c in SCENARIOS)
     if others:
-        write_outputs(args.out, "quick" if args.quick else "full", results, meta,
+        # a pass-through-only run has files of its own, so that it leaves
+        # the full run's results as they are
+        stem = "passthrough" if others == "f" else "full"
+        write_outputs(args.out, f"{stem}-quick" if args.quick and stem != "full" else
+                      "quick" if args.quick else stem, results, meta,
                       update_md=not args.quick and names == report.SYSTEMS
-                      and others == SCENARIOS)
+                      and others == SCENARIOS and not args.before and not args.sidecast)
         print(report.markdown(results, meta))
+    for line in passthrough.guard_lines(results):
+        print(line)
     if "g" in args.scenarios:
         print(write_cluster(args.out, "cluster-quick" if args.quick else "cluster",
                             results["g"], meta, update_md=not args.quick))

@@ -2,6 +2,8 @@
 
 import math
 
+from .passthrough import MAX_CPU_RATIO, MAX_P99_EXTRA_MS, MIN_RPS_RATIO
+
 SYSTEMS = ["sidecast", "nchan", "pushpin"]
 COLORS = {"sidecast": "#1f6fb4", "nchan": "#2c9f2c", "pushpin": "#d0452f"}
 
@@ -119,25 +121,70 @@ def saturation_table(res):
     return table(head, rows)
 
 
-def passthrough_table(res):
-    head = ["target", "req/s", "p50 ms", "p99 ms", "ratio to direct", "non-2xx",
-            "proxy CPU s", "proxy CPU µs / request", "origin CPU s", "wrk CPU s"]
-    rows = []
-    for name in ["direct"] + SYSTEMS + ["pingora"]:
-        r = res.get("f", {}).get(name)
+# (f)'s rows, in this order; `sidecast-before` is an older build of
+# sidecast measured in the same run (bench/run --before)
+PASSTHROUGH_ROWS = ["direct", "sidecast", "sidecast-before", "nchan", "pushpin", "pingora"]
+PASSTHROUGH_LABELS = {"direct": "direct to the origin", "nchan": "nginx `proxy_pass`",
+                      "pingora": "stock pingora (reference)"}
+
+
+def _x(v):
+    return "–" if v is None else f"{v:.2f}×"
+
+
+def passthrough_table(rows):
+    """One concurrency's rows of (f), each divided by nginx's."""
+    head = ["target", "req/s", "p50 ms", "p99 ms", "proxy CPU µs / request",
+            "CPU / request ÷ nginx's", "req/s ÷ nginx's", "p99 − nginx's (ms)",
+            "ratio to direct", "non-2xx", "proxy CPU s", "origin CPU s", "wrk CPU s"]
+    out = []
+    for name in PASSTHROUGH_ROWS:
+        r = rows.get(name)
         if r is None:
             continue
+        label = PASSTHROUGH_LABELS.get(name, name)
         if "error" in r:
-            rows.append(_err(name, r, len(head)))
+            out.append(_err(label, r, len(head)))
             continue
-        label = {"direct": "direct to the origin", "nchan": "nginx `proxy_pass`",
-                 "pingora": "stock pingora (reference)"}.get(name, name)
-        rows.append([f"**{label}**", f(r["req_per_s"], 0), f(r["p50_ms"], 2), f(r["p99_ms"], 2),
-                     f(r["ratio"], 2), f(r["non_2xx"]),
-                     "–" if name == "direct" else f(r["sut_cpu_s"], 1),
-                     "–" if name == "direct" else f(r.get("proxy_cpu_us_per_request"), 0),
-                     f(r["origin_cpu_s"], 1), f(r["gen_cpu_s"], 1)])
-    return table(head, rows)
+        proxy = name != "direct"
+        d99 = r.get("p99_minus_nginx_ms")
+        out.append([f"**{label}**", f(r["req_per_s"], 0), f(r["p50_ms"], 2), f(r["p99_ms"], 2),
+                    f(r.get("proxy_cpu_us_per_request"), 0) if proxy else "–",
+                    _x(r.get("cpu_vs_nginx")) if proxy else "–",
+                    _x(r.get("rps_vs_nginx")) if proxy else "–",
+                    ("–" if d99 is None else f"{d99:+.2f}") if proxy else "–",
+                    f(r.get("ratio"), 2), f(r["non_2xx"]) + (f" ({r['socket_errors']})"
+                                                            if r.get("socket_errors") else ""),
+                    f(r["sut_cpu_s"], 1) if proxy else "–",
+                    f(r["origin_cpu_s"], 1), f(r["gen_cpu_s"], 1)])
+    return table(head, out)
+
+
+def passthrough_sections(res, meta):
+    """(f) at each concurrency, then the flame graphs taken, if any."""
+    pt = meta.get("passthrough") or {}
+    rounds = pt.get("rounds", 1)
+    out = []
+    for key, rows in sorted(res.get("f", {}).items(), key=lambda kv: int(kv[0][1:])):
+        out += [f"### (f) pass-through: `wrk -t2 -{key} -d{pt.get('seconds', '?')}s` GET / "
+                "(a small static answer from the origin nginx)"
+                + (f", median of {rounds} rounds" if rounds > 1 else ""), "",
+                passthrough_table(rows), ""]
+    bins = meta.get("binaries") or {}
+    if bins:
+        out += ["Binaries: " + "; ".join(
+            f"**{k}**: `{b['path']}`" + (f" (commit {b['commit']}" if b.get("commit") else " (")
+            + (f", built {b['built']})" if b.get("built") else ")") for k, b in bins.items())
+                + ".", ""]
+    profs = meta.get("profiles") or {}
+    if profs:
+        out += ["Profiles (flame graphs, `perf record` in a wrk run of their own): "
+                + "; ".join(f"**{k}**: " + (f"failed ({p['error'][:200]})" if "error" in p else
+                                             f"`{p['svg']}`")
+                            + (f" ({p['sampled']} on `{p['event']}` in {p['seconds']} s "
+                               f"at -c{p['conns']})" if "sampled" in p else "")
+                            for k, p in profs.items()) + ".", ""]
+    return out
 
 
 def _get(res, key, name, *path):
@@ -193,13 +240,20 @@ def targets(res):
             out.append(("saturation at 10k streams ≥ 2× the best peer",
                         f"{f(sc)} ev/s vs best peer {f(best_peer)} ev/s" + context,
                         sc is not None and sc >= 2 * best_peer))
-    sp = _get(res, "f", "sidecast", "req_per_s")
-    ng = _get(res, "f", "nchan", "req_per_s")
-    pr = _get(res, "f", "pingora", "req_per_s")
-    if sp is not None and ng is not None:
-        ref = f" (stock pingora: {f(pr, 0)} req/s)" if pr is not None else ""
-        out.append(("pass-through req/s ≥ nginx `proxy_pass`",
-                    f"{f(sp, 0)} vs {f(ng, 0)} req/s{ref}", sp >= ng))
+    for key, rows in sorted(res.get("f", {}).items(), key=lambda kv: int(kv[0][1:])):
+        r, ng = rows.get("sidecast"), rows.get("nchan")
+        if not r or "error" in r or not ng or "error" in ng:
+            continue
+        cpu, rps, d99 = r.get("cpu_vs_nginx"), r.get("rps_vs_nginx"), r.get("p99_minus_nginx_ms")
+        ok = (cpu is not None and cpu <= MAX_CPU_RATIO and rps is not None
+              and rps >= MIN_RPS_RATIO and d99 is not None and d99 <= MAX_P99_EXTRA_MS)
+        out.append((f"pass-through at -{key}: CPU / request ≤ {MAX_CPU_RATIO}× nginx "
+                    f"`proxy_pass`'s, req/s ≥ {MIN_RPS_RATIO}× nginx's, p99 ≤ nginx's + "
+                    f"{MAX_P99_EXTRA_MS} ms",
+                    f"CPU {_x(cpu)} ({f(r.get('proxy_cpu_us_per_request'), 0)} vs "
+                    f"{f(ng.get('proxy_cpu_us_per_request'), 0)} µs), req/s {_x(rps)} "
+                    f"({f(r['req_per_s'], 0)} vs {f(ng['req_per_s'], 0)}), p99 "
+                    f"{'–' if d99 is None else f'{d99:+.2f}'} ms", ok))
     return out
 
 
@@ -333,12 +387,11 @@ def markdown(res, meta):
               f"({p['sat_step_s']} s per step) until delivery < 100% or p99 > 100 ms "
               "(and on, to report the highest rate held with p99 ≤ 1 s)",
          lambda: saturation_table(res)),
-        ("f", f"(f) pass-through: `wrk -t2 -c64 -d{p['wrk_s']}s` GET / "
-              "(a small static answer from the origin nginx)", lambda: passthrough_table(res)),
     ]
     for key, title, render in sections:
         if res.get(key):
             out += [f"### {title}", "", render(), ""]
+    out += passthrough_sections(res, meta)
     out += ["### Targets", ""]
     if meta.get("quick"):
         out += ["A smoke run (`--quick`) uses smaller counts than the targets name; "

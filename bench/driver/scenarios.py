@@ -2,9 +2,6 @@
 starts the system afresh, so that memory per stream is measured from a
 clean baseline and one scenario's leftovers cannot favour the next."""
 
-import re
-import resource
-import subprocess
 import time
 
 from . import proc
@@ -182,65 +179,3 @@ def run_streams(ctx, system, which, results):
         d = results["d"][system.name]
         ctx.log(f"  {system.name}: RSS/stream {d['rss_per_stream_kib']:.2f} KiB, "
                 f"one publish p99 {d['publish']['p99_ms']} ms")
-
-
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
-
-
-def _ms(text):
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    return float(m.group(1)) * UNITS[m.group(2)] if m else None
-
-
-def wrk(ctx, name, port, pids, origin_pids):
-    """wrk -c64 against 127.0.0.1:port/ with the CPU of every side."""
-    secs = ctx.plan.wrk_s
-    cpu0 = proc.cpu_seconds(pids())
-    ocpu0 = proc.cpu_seconds(origin_pids())
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{secs}s", "--latency",
-                          f"http://127.0.0.1:{port}/"],
-                         capture_output=True, text=True, timeout=secs + 60).stdout
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = {"system": name, "duration_s": secs,
-         "sut_cpu_s": proc.cpu_seconds(pids()) - cpu0,
-         "origin_cpu_s": proc.cpu_seconds(origin_pids()) - ocpu0,
-         "gen_cpu_s": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    r["req_per_s"] = float(m.group(1)) if m else None
-    for q in ("50", "99"):
-        m = re.search(rf"^\s+{q}%\s+(\S+)", out, re.M)
-        r[f"p{q}_ms"] = _ms(m.group(1)) if m else None
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    r["non_2xx"] = int(m.group(1)) if m else 0
-    m = re.search(r"Socket errors: (.*)", out)
-    r["socket_errors"] = m.group(1).strip() if m else ""
-    ctx.log(f"  {name}: {r['req_per_s']} req/s p99 {r['p99_ms']} ms "
-            f"(non-2xx {r['non_2xx']}) {r['socket_errors']}")
-    return r
-
-
-def run_passthrough(ctx, origin, systems, results, reference=None):
-    """wrk direct, then through each system; `reference` (stock pingora)
-    is measured last, beside them, when given."""
-    ctx.log("(f) pass-through: wrk -c64 GET /")
-    out = results["f"]
-    opids = origin.proc.pids
-    out["direct"] = wrk(ctx, "direct", origin.port, lambda: [], opids)
-    for s in systems + ([reference] if reference else []):
-        try:
-            s.start()
-            time.sleep(0.5)
-            out[s.name] = wrk(ctx, s.name, s.proxy_port, s.pids, opids)
-        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-            ctx.log(f"  {s.name} failed: {e}")
-            out[s.name] = {"error": str(e)}
-        finally:
-            s.stop()
-    direct = out["direct"]["req_per_s"] or 0
-    for r in out.values():
-        if "error" in r:
-            continue
-        done = (r["req_per_s"] or 0) * r["duration_s"]
-        r["proxy_cpu_us_per_request"] = 1e6 * r["sut_cpu_s"] / done if done else None
-        r["ratio"] = r["req_per_s"] / direct if direct and r["req_per_s"] else None

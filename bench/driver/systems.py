@@ -125,6 +125,10 @@ class Sidecast(System):
         self.binary = binary
         self.max_streams = max_streams
         self.extra = extra
+        # a command that runs sidecast as its child (`perf record ... --`):
+        # perf cannot attach to a running process in every VM, but it can
+        # always start one
+        self.wrap = []
         self.notes = (f"`max_streams = {max_streams}`, `[auth] required = false`, "
                       "`queue = 256`, `heartbeat = \"15s\"`, `history = 1000` (defaults)")
 
@@ -158,7 +162,7 @@ level = "warn"
 [shutdown]
 grace = "2s"
 {self.extra}""")
-        self.proc = Proc("sidecast", [self.binary, "--config", conf],
+        self.proc = Proc("sidecast", self.wrap + [self.binary, "--config", conf],
                          os.path.join(self.dir, f"run{self.starts}.log"))
         wait_http(f"http://127.0.0.1:{admin}/readyz", "sidecast", proc=self.proc,
                   ok=lambda s: s == 200)
