@@ -387,6 +387,32 @@ impl Hub {
         if &*s.epoch == epoch {
             return;
         }
+        // The open streams' ids belong to the old epoch, and events of it
+        // that Redis acknowledged but this replica had not read yet are
+        // gone with the data set: every open stream is told now, in band,
+        // with a reset whose id is the new epoch's first, and goes on live
+        // (never a silent gap, and no reconnect storm).
+        let reset = Arc::new(Event::new(
+            0,
+            &format_id(epoch, 0),
+            &NewEvent {
+                topics: Vec::new(),
+                data: serde_json::json!({
+                    "reason": "the cluster's history was lost (a new epoch)",
+                    "last_event_id": serde_json::Value::Null,
+                })
+                .to_string(),
+                name: Some("sidecast.reset".into()),
+                user: None,
+                retry: None,
+                idempotency_key: None,
+            },
+        ));
+        for h in s.streams.values() {
+            if !h.is_closed() && h.push(&reset) {
+                self.metrics.resets.inc();
+            }
+        }
         s.epoch = epoch.into();
         s.last_seq = 0;
         s.forgotten = forgotten::Forgotten::default();

@@ -853,3 +853,37 @@ fn a_forgotten_topic_does_not_reset_the_clients_of_others() {
     let (_, o) = sub(&h, &["user/carol"], Some("carol"), Start::After(gone));
     assert_eq!(o.reset, None);
 }
+
+/// Cluster mode: when Redis lost its data set, a replica moves to a new
+/// epoch. Its open streams may have missed events Redis acknowledged but the
+/// replica had not read: each is told at once, in band, with a reset whose
+/// id is the new epoch's first, and goes on live in the new epoch.
+#[test]
+fn a_new_epoch_resets_every_open_stream_in_band() {
+    let h = hub(roomy());
+    h.ingest_epoch("first");
+    h.ingest("first", 1_000_000, &new_event(&["a"], "0", None));
+    let (s, _) = sub(&h, &["a"], None, Start::New);
+    let (other, _) = sub(&h, &["b"], None, Start::New);
+    h.ingest("first", 2_000_000, &new_event(&["a"], "1", None));
+    h.ingest_epoch("second");
+    h.ingest("second", 5_000_000, &new_event(&["a"], "2", None));
+    let (events, closed) = queued(&s);
+    assert_eq!(closed, None, "the stream goes on");
+    assert_eq!(
+        ids(&events),
+        [
+            format_id("first", 2_000_000),
+            format_id("second", 0),
+            format_id("second", 5_000_000)
+        ]
+    );
+    let sse = String::from_utf8(events[1].sse().to_vec()).unwrap();
+    assert!(sse.contains("event: sidecast.reset\n"), "{sse}");
+    assert!(sse.contains("\"last_event_id\":null"), "{sse}");
+    // A stream of other topics is told too: its ids are of the old epoch.
+    assert_eq!(ids(&queued(&other).0), [format_id("second", 0)]);
+    // The same epoch again is no change.
+    h.ingest_epoch("second");
+    assert!(queued(&s).0.is_empty());
+}
