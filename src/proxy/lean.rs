@@ -367,7 +367,7 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
         status: 502,
         code: failure::UPSTREAM,
     };
-    let mut rbuf: Vec<u8> = Vec::with_capacity(READ_SIZE);
+    let mut rbuf = pool::buffer(READ_SIZE);
     let mut reused = pool::checkout(addr);
     let (mut conn, deadline) = loop {
         let (mut conn, was_pooled) = match reused.take() {
@@ -457,6 +457,7 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let body = relay_body(io, &mut conn, &mut rbuf, &mut out, &resp, limits.idle).await;
+    pool::give_back(rbuf, READ_SIZE);
     let status = resp.status;
     match body {
         Ok(clean) => {

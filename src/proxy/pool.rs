@@ -3,6 +3,7 @@
 //! back there when its response has ended cleanly.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -23,18 +24,30 @@ struct Idle {
 }
 
 thread_local! {
-    static IDLE: RefCell<Vec<Idle>> = const { RefCell::new(Vec::new()) };
+    /// Oldest first: check-ins push at the back, so expiry looks at the
+    /// front only.
+    static IDLE: RefCell<VecDeque<Idle>> = const { RefCell::new(VecDeque::new()) };
+    /// Read buffers of finished requests, for the next ones on this thread.
+    static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Buffers kept per thread for reuse.
+const MAX_BUFFERS: usize = 64;
+
 /// The most recently used idle connection to `addr`, if any is young
-/// enough; older ones are closed on the way.
+/// enough; expired ones are closed on the way.
 pub fn checkout(addr: SocketAddr) -> Option<TcpStream> {
     IDLE.with(|p| {
         let mut p = p.borrow_mut();
         let now = Instant::now();
-        p.retain(|i| now.duration_since(i.since) < MAX_IDLE);
+        while p
+            .front()
+            .is_some_and(|i| now.saturating_duration_since(i.since) >= MAX_IDLE)
+        {
+            p.pop_front();
+        }
         let at = p.iter().rposition(|i| i.addr == addr)?;
-        Some(p.remove(at).conn)
+        p.remove(at).map(|i| i.conn)
     })
 }
 
@@ -43,13 +56,34 @@ pub fn checkin(addr: SocketAddr, conn: TcpStream) {
     IDLE.with(|p| {
         let mut p = p.borrow_mut();
         if p.len() >= MAX_PER_THREAD {
-            p.remove(0);
+            p.pop_front();
         }
-        p.push(Idle {
+        p.push_back(Idle {
             addr,
             conn,
             since: Instant::now(),
         });
+    });
+}
+
+/// An empty buffer with room for `size` bytes, reused when one is free.
+pub fn buffer(size: usize) -> Vec<u8> {
+    BUFFERS
+        .with(|b| b.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(size))
+}
+
+/// Gives a buffer back for reuse (a grown one is dropped).
+pub fn give_back(mut buf: Vec<u8>, size: usize) {
+    if buf.capacity() > 4 * size {
+        return;
+    }
+    buf.clear();
+    BUFFERS.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < MAX_BUFFERS {
+            b.push(buf);
+        }
     });
 }
 
