@@ -13,7 +13,7 @@ use support::upstream::Upstream;
 use support::{Opts, Sidecast, WAIT};
 
 /// Every family the README lists (Operating sidecast, metrics), with its type.
-const FAMILIES: [(&str, &str); 14] = [
+const FAMILIES: [(&str, &str); 15] = [
     ("sidecast_streams_open", "gauge"),
     ("sidecast_events_published_total", "counter"),
     ("sidecast_events_delivered_total", "counter"),
@@ -27,6 +27,7 @@ const FAMILIES: [(&str, &str); 14] = [
     ("sidecast_config_reloads_total", "counter"),
     ("sidecast_publish_errors_total", "counter"),
     ("sidecast_accept_errors_total", "counter"),
+    ("sidecast_upstream_body_timeouts_total", "counter"),
     ("sidecast_cluster_connected", "gauge"),
 ];
 
