@@ -4,6 +4,14 @@
 //! app's own `Date` back into the response head (pingora writes its clock
 //! over it, and no hook of its runs after that) and sends the head
 //! together with the first body bytes in one write.
+//!
+//! It also lets pingora read exactly one request and no byte past it (a
+//! [`Gate`]). While it waits for the app, pingora probes the client's
+//! socket; a byte that arrives then (the next pipelined request, or the
+//! first WebSocket frame of a client that read the `101` before pingora
+//! switched to relaying) fails the request. Past its request, reads wait:
+//! what follows stays on the socket for sidecast's next head, or, after a
+//! `101`, for the upgraded relay.
 
 use std::cell::RefCell;
 use std::io::IoSlice;
@@ -43,6 +51,23 @@ pub fn keep_app_date(value: Option<&[u8]>) {
     let _ = APP_DATE.try_with(|d| *d.borrow_mut() = value.map(Bytes::copy_from_slice));
 }
 
+/// How much pingora may read past the bytes given back.
+#[derive(Debug)]
+pub enum Gate {
+    /// The rest of a `Content-Length` body.
+    Body(u64),
+    /// The rest of a chunked body, found by scanning it.
+    Chunked(crate::proxy::chunked::ChunkScan),
+    /// The request is whole: reads wait.
+    Closed,
+    /// An upgrade request: reads wait until a `101` is sent, then the
+    /// connection is the upgraded one's.
+    UntilUpgrade,
+    /// Everything (an upgraded connection, or a request whose end is not
+    /// known).
+    Open,
+}
+
 /// A client connection handed to pingora.
 #[derive(Debug)]
 pub struct Downstream {
@@ -54,6 +79,9 @@ pub struct Downstream {
     held: Vec<u8>,
     /// The next bytes pingora writes start a response head.
     expect_head: bool,
+    gate: Gate,
+    /// Bytes read past a chunked body's end: the next request's.
+    leftover: Vec<u8>,
 }
 
 impl Downstream {
@@ -67,14 +95,26 @@ impl Downstream {
             rewound: Bytes::new(),
             held: Vec::new(),
             expect_head: true,
+            gate: Gate::Open,
+            leftover: Vec::new(),
         }
     }
 
     /// Hands `bytes` (a request sidecast read) back for pingora to read,
-    /// and readies the write side for its response.
-    pub fn rewind(&mut self, bytes: &[u8]) {
+    /// with what it may read after them, and readies the write side for its
+    /// response.
+    pub fn rewind(&mut self, bytes: &[u8], gate: Gate) {
         self.rewound = Bytes::copy_from_slice(bytes);
         self.expect_head = true;
+        self.gate = gate;
+    }
+
+    /// Takes the connection back from pingora: reads go to the socket
+    /// again. Returns the bytes read past the last request's body, for
+    /// sidecast's next head.
+    pub fn release(&mut self) -> Vec<u8> {
+        self.gate = Gate::Open;
+        std::mem::take(&mut self.leftover)
     }
 
     /// Sends the held head, if any.
@@ -118,13 +158,51 @@ impl AsyncRead for Downstream {
         cx: &mut Context<'_>,
         out: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if !self.rewound.is_empty() {
-            let n = out.remaining().min(self.rewound.len());
-            let piece = self.rewound.split_to(n);
+        let me = &mut *self;
+        if !me.rewound.is_empty() {
+            let n = out.remaining().min(me.rewound.len());
+            let piece = me.rewound.split_to(n);
             out.put_slice(&piece);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.tcp).poll_read(cx, out)
+        match &mut me.gate {
+            Gate::Open => Pin::new(&mut me.tcp).poll_read(cx, out),
+            // No waker is kept: pingora waits on the app meanwhile, and
+            // reads again after the request (or the upgrade) moves on.
+            Gate::Closed | Gate::UntilUpgrade => Poll::Pending,
+            Gate::Body(left) => {
+                // Read no further than the body's end: through a small
+                // buffer of its own, copied on (only uploads come here).
+                let mut tmp = [0u8; 8192];
+                let want = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(out.remaining())
+                    .min(tmp.len());
+                let mut part = ReadBuf::new(&mut tmp[..want]);
+                ready!(Pin::new(&mut me.tcp).poll_read(cx, &mut part))?;
+                let n = part.filled().len();
+                out.put_slice(part.filled());
+                *left -= n as u64;
+                if *left == 0 {
+                    me.gate = Gate::Closed;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Gate::Chunked(scan) => {
+                let before = out.filled().len();
+                ready!(Pin::new(&mut me.tcp).poll_read(cx, out))?;
+                let got = &out.filled()[before..];
+                let belongs = scan.feed(got).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                })?;
+                if scan.done() {
+                    me.leftover.extend_from_slice(&got[belongs..]);
+                    out.set_filled(before + belongs);
+                    me.gate = Gate::Closed;
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
     }
 }
 
@@ -137,6 +215,13 @@ impl AsyncWrite for Downstream {
         let me = &mut *self;
         if me.expect_head && final_head(buf) {
             me.expect_head = false;
+            if matches!(me.gate, Gate::UntilUpgrade) {
+                me.gate = if buf.get(9..12) == Some(b"101") {
+                    Gate::Open
+                } else {
+                    Gate::Closed
+                };
+            }
             // pingora writes a head whole, in one buffer: it is held, so
             // that it leaves with the first body bytes.
             let date = APP_DATE.try_with(|d| d.borrow_mut().take()).ok().flatten();

@@ -27,7 +27,7 @@ use crate::proxy::failure::{self, Failure};
 use crate::proxy::Proxy;
 use crate::routes::Route;
 use crate::state::Shared;
-use downstream::Downstream;
+use downstream::{Downstream, Gate};
 use head::{read_head, Head, HeadError, Limits};
 use respond::Reply;
 
@@ -126,15 +126,16 @@ type Reused = (Kept, Option<HttpPersistentSettings>);
 /// The IO types a connection can be in: bare TCP, or the pingora stream a
 /// proxied request came back in.
 trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// The connection for pingora, with `bytes` to read first.
-    fn into_l4(self, bytes: &[u8], peer: SocketAddr) -> Box<Downstream>;
+    /// The connection for pingora, with `bytes` to read first and `gate`
+    /// for what it may read after them.
+    fn into_l4(self, bytes: &[u8], gate: Gate, peer: SocketAddr) -> Box<Downstream>;
     fn kept(self) -> Kept;
 }
 
 impl Conn for TcpStream {
-    fn into_l4(self, bytes: &[u8], peer: SocketAddr) -> Box<Downstream> {
+    fn into_l4(self, bytes: &[u8], gate: Gate, peer: SocketAddr) -> Box<Downstream> {
         let mut s = Downstream::new(self, peer);
-        s.rewind(bytes);
+        s.rewind(bytes, gate);
         Box::new(s)
     }
 
@@ -144,8 +145,8 @@ impl Conn for TcpStream {
 }
 
 impl Conn for Box<Downstream> {
-    fn into_l4(mut self, bytes: &[u8], _peer: SocketAddr) -> Box<Downstream> {
-        self.rewind(bytes);
+    fn into_l4(mut self, bytes: &[u8], gate: Gate, _peer: SocketAddr) -> Box<Downstream> {
+        self.rewind(bytes, gate);
         self
     }
 
@@ -155,30 +156,39 @@ impl Conn for Box<Downstream> {
 }
 
 /// How many bytes of `buf` (which starts with `head`) belong to this
-/// request: the head and as much of its body as is there. Pingora is given
-/// only these, so that a pipelined request behind it stays in sidecast's
-/// buffer for the next round. An upgrade takes everything: what follows
-/// its head belongs to the upgraded connection.
-fn own_bytes(head: &Head, buf: &[u8]) -> usize {
-    if head.header("upgrade").is_some() {
-        return buf.len();
-    }
+/// request (the head and as much of its body as is there), and how much
+/// more pingora may read from the socket. Pingora is given only these, so
+/// that a pipelined request behind it stays for sidecast's next round.
+fn own_bytes(head: &Head, buf: &[u8]) -> (usize, Gate) {
     let body = &buf[head.len..];
+    let upgrade = head.header("upgrade").is_some();
     if head.header("transfer-encoding").is_some() {
         let mut scan = crate::proxy::chunked::ChunkScan::default();
         return match scan.feed(body) {
-            Ok(n) if scan.done() => head.len + n,
-            _ => buf.len(),
+            Ok(n) if scan.done() => (head.len + n, Gate::Closed),
+            Ok(_) if !upgrade => (buf.len(), Gate::Chunked(scan)),
+            _ => (buf.len(), Gate::Open),
         };
     }
     let length = head
         .header_str("content-length")
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    head.len
-        + body
-            .len()
-            .min(usize::try_from(length).unwrap_or(usize::MAX))
+    let in_buf = body
+        .len()
+        .min(usize::try_from(length).unwrap_or(usize::MAX));
+    let left = length - in_buf as u64;
+    let gate = match (upgrade, left) {
+        // What follows an upgrade's head is the upgraded connection's.
+        (true, 0) => Gate::Open,
+        (true, _) => Gate::Open,
+        (false, 0) => Gate::Closed,
+        (false, n) => Gate::Body(n),
+    };
+    if upgrade {
+        return (buf.len(), gate);
+    }
+    (head.len + in_buf, gate)
 }
 
 /// Reads the next head; a kept-alive connection that is idle when the
@@ -281,6 +291,12 @@ async fn serve_one<C: Conn>(
             }
         };
     }
+    if crate::proxy::lean::tunnels(&head) {
+        shared.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
+        crate::proxy::lean::tunnel(&mut io, buf, &head, peer, shared).await;
+        shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
     if shared.runtime().config.upstream.fast_path && crate::proxy::lean::eligible(&head) {
         shared.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
         let keep = crate::proxy::lean::relay(&mut io, buf, &head, peer, shared).await;
@@ -298,7 +314,7 @@ async fn serve_one<C: Conn>(
     };
     // Only what a late-headers answer needs outlives the routing (a
     // WebSocket can be proxied for hours).
-    let own = own_bytes(&head, buf);
+    let (own, gate) = own_bytes(&head, buf);
     let Head {
         method,
         target,
@@ -306,7 +322,7 @@ async fn serve_one<C: Conn>(
         ..
     } = head;
     let rest = buf.split_off(own);
-    let stream = io.into_l4(buf, peer);
+    let stream = io.into_l4(buf, gate, peer);
     *buf = rest;
     let fd = stream.as_raw_fd();
     let mut session = ServerSession::new_http1(stream);
@@ -351,7 +367,11 @@ async fn serve_one<C: Conn>(
     shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
     let reused = reused?;
     let (stream, settings) = reused.consume();
-    let l4 = stream.into_any().downcast::<Downstream>().ok()?;
+    let mut l4 = stream.into_any().downcast::<Downstream>().ok()?;
+    let leftover = l4.release();
+    if !leftover.is_empty() {
+        buf.splice(0..0, leftover);
+    }
     Some((Kept::L4(l4), settings))
 }
 

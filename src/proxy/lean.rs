@@ -84,6 +84,7 @@ fn request_head(
     target: &str,
     peer: SocketAddr,
     trusted: bool,
+    upgrade: bool,
 ) {
     let lines = || header_lines(raw);
     let nominated = Nominated::from_values(
@@ -105,7 +106,12 @@ fn request_head(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in lines() {
-        if nominated.drops(name, false) || fwd.action(name).is_some_and(|a| *a != Action::Keep) {
+        // An upgrade keeps its `Upgrade` header; its `Connection` is
+        // written anew below.
+        let kept_upgrade = upgrade && name.eq_ignore_ascii_case(b"upgrade");
+        if (nominated.drops(name, false) && !kept_upgrade)
+            || fwd.action(name).is_some_and(|a| *a != Action::Keep)
+        {
             continue;
         }
         line(out, name, value);
@@ -118,6 +124,9 @@ fn request_head(
         if let Action::Set(v) = action {
             line(out, name.as_bytes(), v.as_bytes());
         }
+    }
+    if upgrade {
+        out.extend_from_slice(b"Connection: Upgrade\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -275,7 +284,15 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     let length = content_length(head);
     let in_buf = (buf.len() - head.len).min(usize::try_from(length).unwrap_or(usize::MAX));
     let mut req = Vec::with_capacity(head.len + 128 + in_buf);
-    request_head(&mut req, &buf[..head.len], head, target, peer, trusted);
+    request_head(
+        &mut req,
+        &buf[..head.len],
+        head,
+        target,
+        peer,
+        trusted,
+        false,
+    );
     req.extend_from_slice(&buf[head.len..head.len + in_buf]);
     buf.drain(..head.len + in_buf);
     let body_left = length - in_buf as u64;
@@ -561,6 +578,175 @@ async fn relay_body<C: AsyncWrite + Unpin>(
     Ok(clean && resp.framing != Framing::Close)
 }
 
+/// Whether a request is an upgrade sidecast tunnels itself: HTTP/1.1,
+/// origin form, `Upgrade` named, no body.
+pub fn tunnels(head: &Head) -> bool {
+    head.minor == 1
+        && head.target.starts_with('/')
+        && head.header("upgrade").is_some()
+        && head.header("transfer-encoding").is_none()
+        && head.header("expect").is_none()
+        && content_length(head) == 0
+}
+
+/// An upgrade (WebSocket): the request goes to the app on a connection of
+/// its own; a `101` is sent back and from then on the two connections are
+/// joined, byte for byte, until either side closes, with no timeout (a
+/// quiet WebSocket is not a late one). Any other answer is relayed like a
+/// plain response and the client's connection closed after it. pingora's
+/// relay of upgrades dropped connections under load (a first frame racing
+/// its switch to the upgraded mode), which is why sidecast does this
+/// itself.
+pub async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut C,
+    buf: &mut Vec<u8>,
+    head: &Head,
+    peer: SocketAddr,
+    shared: &Shared,
+) {
+    let started = Instant::now();
+    let rt = shared.runtime();
+    let up = &rt.config.upstream;
+    let route = rt
+        .routes
+        .proxy_for(head.path())
+        .map(|i| &rt.routes.proxy[i]);
+    let (addr, label) = match route {
+        Some(r) => (r.target.addr, r.prefix.as_str()),
+        None => (up.target.addr, "upstream"),
+    };
+    let stripped;
+    let target = match route {
+        Some(r) if r.strip_prefix => {
+            stripped = strip(&r.prefix, &head.target);
+            stripped.as_str()
+        }
+        _ => head.target.as_str(),
+    };
+    let trusted = is_trusted(Some(peer.ip()), &up.trusted_proxies);
+    let mut req = Vec::with_capacity(head.len + 128);
+    request_head(
+        &mut req,
+        &buf[..head.len],
+        head,
+        target,
+        peer,
+        trusted,
+        true,
+    );
+    buf.drain(..head.len);
+    let ended = upgrade(io, buf, &req, addr, up.connect_timeout, up.timeout).await;
+    let Ended {
+        status,
+        error,
+        sidecast_error,
+        ..
+    } = match ended {
+        Ok(e) | Err(e) => e,
+    };
+    crate::proxy::record(
+        shared,
+        &head.method,
+        &head.target,
+        status,
+        label,
+        started,
+        &peer.to_string(),
+        error,
+        sidecast_error,
+    );
+}
+
+async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut C,
+    early: &mut Vec<u8>,
+    req: &[u8],
+    addr: SocketAddr,
+    connect: Duration,
+    wait: Duration,
+) -> Result<Ended, Ended> {
+    let mut conn = match pool::connect(addr, connect).await {
+        Ok(c) => c,
+        Err(_) => {
+            let f = Failure {
+                status: 502,
+                code: failure::UNREACHABLE,
+            };
+            return Err(answer(io, f, false, "ConnectError").await);
+        }
+    };
+    let bad = Failure {
+        status: 502,
+        code: failure::UPSTREAM,
+    };
+    if conn.write_all(req).await.is_err() {
+        return Err(answer(io, bad, false, "WriteError").await);
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut rbuf = Vec::with_capacity(4096);
+    let mut out = Vec::with_capacity(512);
+    let resp = loop {
+        match tokio::time::timeout_at(deadline, conn.read_buf(&mut rbuf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Err(answer(io, bad, false, "ConnectionClosed").await),
+            Err(_) => {
+                let f = Failure {
+                    status: 504,
+                    code: failure::TIMEOUT,
+                };
+                return Err(answer(io, f, false, "ResponseHeaderTimedout").await);
+            }
+        }
+        out.clear();
+        match response_head(&rbuf, &mut out, false, true) {
+            Ok(Some(h)) if h.status == 101 => break h,
+            Ok(Some(h)) if (100..200).contains(&h.status) => {
+                rbuf.drain(..h.len);
+            }
+            Ok(Some(h)) => {
+                // The app declined the upgrade: its answer, then close.
+                let r = relay_body(io, &mut conn, &mut rbuf, &mut out, &h, wait).await;
+                return Ok(Ended {
+                    status: h.status,
+                    error: r.err().unwrap_or(""),
+                    sidecast_error: "",
+                    keep_client: false,
+                });
+            }
+            Ok(None) => {}
+            Err(_) => return Err(answer(io, bad, false, "InvalidHTTPHeader").await),
+        }
+    };
+    // The 101 as the app sent it: its Connection and Upgrade are the
+    // handshake.
+    out.clear();
+    out.extend_from_slice(&rbuf[..resp.len]);
+    out.extend_from_slice(&rbuf[resp.len..]);
+    if io.write_all(&out).await.is_err() {
+        return Ok(Ended {
+            status: 101,
+            error: "WriteError",
+            sidecast_error: "",
+            keep_client: false,
+        });
+    }
+    if !early.is_empty() {
+        let _ = conn.write_all(early).await;
+        early.clear();
+    }
+    let joined = tokio::io::copy_bidirectional(io, &mut conn).await;
+    Ok(Ended {
+        status: 101,
+        error: if joined.is_err() {
+            "UpgradedClosed"
+        } else {
+            ""
+        },
+        sidecast_error: "",
+        keep_client: false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,7 +780,7 @@ mod tests {
         let h = head(raw);
         let mut out = Vec::new();
         let peer: SocketAddr = "10.0.0.1:5".parse().unwrap();
-        request_head(&mut out, raw.as_bytes(), &h, "/a?b", peer, false);
+        request_head(&mut out, raw.as_bytes(), &h, "/a?b", peer, false, false);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
