@@ -226,6 +226,17 @@ impl Cluster {
         }))
     }
 
+    /// Starts the link to Redis for the life of the process: the log
+    /// reader (which fills local history first, then follows) and the
+    /// control channel. The receiver resolves once history is filled.
+    pub fn spawn_link(self: &Arc<Self>) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(self.clone().run(tx));
+        tokio::spawn(self.clone().control_loop());
+        rx
+    }
+
+    /// Whether the link to Redis is up (what `/readyz` reports).
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::SeqCst)
     }

@@ -21,7 +21,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 
-use crate::listener::target::redact_target;
+use crate::http1::target::redact_target;
 use crate::metrics::ClassLabel;
 use crate::routes::strip;
 use crate::state::Shared;
@@ -260,7 +260,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         hop::strip_response(resp);
         if !resp.status.is_informational() {
-            crate::listener::downstream::keep_app_date(
+            crate::http1::downstream::keep_app_date(
                 resp.headers.get(http::header::DATE).map(|v| v.as_bytes()),
             );
         }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
-use super::reader::{self as r, Diag, Table};
-use super::sections::{file_path, nonzero, take, Auth, AuthMode, ForwardUser};
-use crate::auth::keys;
+use super::reader::{self as r, take, Diag, Table};
+use super::sections::{Auth, AuthMode, ForwardUser};
+use super::values::{nonzero_duration as nonzero, path_value as file_path};
+use crate::keys;
 use crate::topic::Pattern;
 
 fn algorithm(name: &str) -> Result<Algorithm, String> {

@@ -2,8 +2,9 @@
 //! each other (two events routes must never match the same path).
 
 use super::reader::{self as r, Diag, Table};
-use super::sections::{nonzero, target, Auth, AuthMode, Events, HistoryPolicy, RouteSpec};
-use crate::routes::{PathTemplate, TopicTemplate};
+use super::sections::{Auth, AuthMode, Events, HistoryPolicy, RouteSpec};
+use super::values::{nonzero_duration as nonzero, target};
+use crate::template::{PathTemplate, TopicTemplate};
 use crate::topic::Pattern;
 
 pub(super) fn read_routes(

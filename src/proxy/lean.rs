@@ -27,7 +27,7 @@ use super::failure::{self, Failure};
 use super::forwarding::{is_trusted, plan, Action};
 use super::hop::Nominated;
 use super::pool;
-use crate::listener::head::Head;
+use crate::http1::head::Head;
 use crate::routes::strip;
 use crate::state::Shared;
 
@@ -38,7 +38,7 @@ const BODY_IDLE: &str = "BodyIdleTimeout";
 /// Room for a response head and the first body bytes of a small response.
 const READ_SIZE: usize = 16 * 1024;
 /// The most response header fields read, as for requests.
-const MAX_RESPONSE_HEADERS: usize = crate::listener::head::MAX_HEADERS;
+const MAX_RESPONSE_HEADERS: usize = crate::http1::head::MAX_HEADERS;
 
 /// Whether a request may take the lean path.
 pub fn eligible(head: &Head) -> bool {
@@ -566,7 +566,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str) -> Head {
-        crate::listener::head::parse(raw.as_bytes(), 16384)
+        crate::http1::head::parse(raw.as_bytes(), 16384)
             .unwrap()
             .unwrap()
     }

@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use super::hub::Start;
 use crate::auth::{token_of, Denied, Principal};
 use crate::config::AuthMode;
-use crate::listener::head::Head;
-use crate::listener::respond::Reply;
-use crate::routes::{claim_lookup, EventsRoute, Fill, TopicTemplate};
+use crate::events::hub::Start;
+use crate::http1::head::Head;
+use crate::http1::respond::Reply;
+use crate::routes::EventsRoute;
 use crate::state::{Runtime, Shared};
+use crate::template::{claim_lookup, Fill, TopicTemplate};
 use crate::topic::Topic;
 
 /// A request that may open a stream or a poll.
@@ -277,17 +278,18 @@ async fn authenticate(
         return Ok((Principal::default(), None));
     }
     match auth.mode {
-        AuthMode::Jwt => match jwt_principal(head, rt) {
-            Err(d) if crate::auth::jwt::is_unknown_kid(&d) && auth.jwks_url.is_some() => {
+        AuthMode::Jwt => match (jwt_principal(head, rt), &auth.jwks_url) {
+            (Err(d), Some(url)) if crate::auth::jwt::is_unknown_kid(&d) => {
                 // The provider may have rotated its keys: refetch (at most
-                // once a minute) and try once more.
-                if shared.jwks.on_unknown_kid(shared).await {
-                    jwt_principal(head, &shared.runtime()).map(|p| (p, None))
+                // once a minute) and try once more (the runtime reads the
+                // fetched keys anew).
+                if shared.jwks.on_unknown_kid(url).await {
+                    jwt_principal(head, rt).map(|p| (p, None))
                 } else {
                     Err(d)
                 }
             }
-            other => other.map(|p| (p, None)),
+            (other, _) => other.map(|p| (p, None)),
         },
         AuthMode::Forward => {
             let creds = crate::auth::forward::Creds::new(head, auth, peer, requested);
