@@ -81,20 +81,36 @@ fn class(status: u16) -> &'static str {
     }
 }
 
-/// Counts and logs one proxied request. The listener calls it too, for the
-/// `504` it writes itself when response headers are late.
-#[allow(clippy::too_many_arguments)]
-pub fn record(
-    shared: &Shared,
-    method: &str,
-    target: &str,
-    status: u16,
-    route: &str,
-    started: Instant,
-    peer: &str,
-    error: &str,
-    sidecast_error: &str,
-) {
+/// One proxied request as the metrics count it and the access log says it.
+pub struct Access<'a> {
+    pub method: &'a str,
+    /// As the client sent it; logged with secrets redacted.
+    pub target: &'a str,
+    /// `0` when no response reached the client (not counted by class).
+    pub status: u16,
+    pub route: &'a str,
+    pub started: Instant,
+    pub peer: &'a str,
+    /// Pingora's error type, or what the lean relay saw; `""` for none.
+    pub error: &'a str,
+    /// The `Sidecast-Error` code of sidecast's own answer; `""` for none.
+    pub sidecast_error: &'a str,
+}
+
+/// Counts and logs one proxied request. Both pass-through paths call it,
+/// and the listener too, for the `504` it writes itself when response
+/// headers are late.
+pub fn record(shared: &Shared, a: Access<'_>) {
+    let Access {
+        method,
+        target,
+        status,
+        route,
+        started,
+        peer,
+        error,
+        sidecast_error,
+    } = a;
     let m = &shared.metrics;
     if status > 0 {
         m.proxy_requests
@@ -339,14 +355,16 @@ impl ProxyHttp for Proxy {
             .unwrap_or_default();
         record(
             &self.shared,
-            req.method.as_str(),
-            &req.uri.to_string(),
-            status,
-            &ctx.route,
-            ctx.started,
-            &peer,
-            e.map(|e| e.etype().as_str()).unwrap_or(""),
-            ctx.sidecast_error.unwrap_or(""),
+            Access {
+                method: req.method.as_str(),
+                target: &req.uri.to_string(),
+                status,
+                route: &ctx.route,
+                started: ctx.started,
+                peer: &peer,
+                error: e.map(|e| e.etype().as_str()).unwrap_or(""),
+                sidecast_error: ctx.sidecast_error.unwrap_or(""),
+            },
         );
     }
 }

@@ -417,13 +417,15 @@ async fn late_headers(
     };
     crate::proxy::record(
         shared,
-        method,
-        target,
-        if sent { 504 } else { 0 },
-        label,
-        started,
-        &peer.to_string(),
-        "ResponseHeaderTimedout",
-        failure.code,
+        crate::proxy::Access {
+            method,
+            target,
+            status: if sent { 504 } else { 0 },
+            route: label,
+            started,
+            peer: &peer.to_string(),
+            error: "ResponseHeaderTimedout",
+            sidecast_error: failure.code,
+        },
     );
 }

@@ -308,14 +308,16 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     }
     crate::proxy::record(
         shared,
-        &head.method,
-        &head.target,
-        status,
-        label,
-        started,
-        &peer.to_string(),
-        error,
-        sidecast_error,
+        crate::proxy::Access {
+            method: &head.method,
+            target: &head.target,
+            status,
+            route: label,
+            started,
+            peer: &peer.to_string(),
+            error,
+            sidecast_error,
+        },
     );
     keep_client && !close_client
 }
