@@ -144,15 +144,12 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
     };
     let hub = Arc::new(Hub::new(Limits::new(&config, max_streams), metrics.clone()));
     let cluster = match &config.cluster.redis {
-        Some(url) => Some(
-            crate::cluster::Cluster::new(
-                url,
-                hub.clone(),
-                metrics.clone(),
-                config.cluster.wait_replicas,
-            )
-            .map_err(|e| anyhow::anyhow!(e))?,
-        ),
+        Some(url) => Some(crate::cluster::Cluster::new(
+            url,
+            hub.clone(),
+            metrics.clone(),
+            config.cluster.wait_replicas,
+        )?),
         None => None,
     };
     let startup_timeout = config.cluster.startup_timeout;

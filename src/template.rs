@@ -5,7 +5,34 @@
 
 use std::collections::HashMap;
 
-use crate::topic::{canonical_segment, encode_value, Topic};
+use crate::topic::{canonical_segment, encode_value, Topic, TopicError};
+
+/// Why a path or topic template is refused (the configuration names the
+/// key; this says what is wrong with the value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("expected a path starting with '/', found {0:?}")]
+    NoSlash(String),
+    #[error("{0:?}: empty path segment")]
+    EmptySegment(String),
+    /// A whole-segment placeholder with a bad name (the segment).
+    #[error("placeholder {0:?}: a name is letters, digits and '_'")]
+    SegmentName(String),
+    /// A placeholder that is part of a segment (the segment).
+    #[error("{0:?}: a placeholder is a whole segment such as \"{{id}}\"")]
+    PartSegment(String),
+    #[error("{template:?}: placeholder {{{name}}} appears twice")]
+    Twice { template: String, name: String },
+    #[error("{0:?}: '{{' without '}}'")]
+    Unclosed(String),
+    #[error("{template:?}: placeholder {{{name}}}: a name is letters, digits and '_'")]
+    Name { template: String, name: String },
+    #[error("{0:?}: '}}' without '{{'")]
+    Unopened(String),
+    /// Filled, the template would not make a valid topic.
+    #[error("{template:?}: {error}")]
+    Topic { template: String, error: TopicError },
+}
 
 /// A path template such as `/orders/{id}/events`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,7 +47,7 @@ enum Seg {
     Param(String),
 }
 
-fn placeholder(s: &str) -> Result<Option<&str>, String> {
+fn placeholder(s: &str) -> Result<Option<&str>, TemplateError> {
     match (s.find('{'), s.find('}')) {
         (None, None) => Ok(None),
         (Some(0), Some(end)) if end == s.len() - 1 => {
@@ -28,31 +55,30 @@ fn placeholder(s: &str) -> Result<Option<&str>, String> {
             if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 Ok(Some(name))
             } else {
-                Err(format!(
-                    "placeholder {s:?}: a name is letters, digits and '_'"
-                ))
+                Err(TemplateError::SegmentName(s.to_owned()))
             }
         }
-        _ => Err(format!(
-            "{s:?}: a placeholder is a whole segment such as \"{{id}}\""
-        )),
+        _ => Err(TemplateError::PartSegment(s.to_owned())),
     }
 }
 
 impl PathTemplate {
-    pub fn parse(source: &str) -> Result<PathTemplate, String> {
+    pub fn parse(source: &str) -> Result<PathTemplate, TemplateError> {
         let rest = source
             .strip_prefix('/')
-            .ok_or_else(|| format!("expected a path starting with '/', found {source:?}"))?;
+            .ok_or_else(|| TemplateError::NoSlash(source.to_owned()))?;
         let mut segments = Vec::new();
         for part in rest.split('/') {
             if part.is_empty() {
-                return Err(format!("{source:?}: empty path segment"));
+                return Err(TemplateError::EmptySegment(source.to_owned()));
             }
             match placeholder(part)? {
                 Some(name) => {
                     if segments.contains(&Seg::Param(name.to_owned())) {
-                        return Err(format!("{source:?}: placeholder {{{name}}} appears twice"));
+                        return Err(TemplateError::Twice {
+                            template: source.to_owned(),
+                            name: name.to_owned(),
+                        });
                     }
                     segments.push(Seg::Param(name.to_owned()))
                 }
@@ -135,7 +161,7 @@ enum Part {
 impl TopicTemplate {
     /// Parses a template; a `{name}` that `path` has takes that segment,
     /// `{sub}` the user, any other a string claim of the token.
-    pub fn parse(source: &str, path: &PathTemplate) -> Result<TopicTemplate, String> {
+    pub fn parse(source: &str, path: &PathTemplate) -> Result<TopicTemplate, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = source;
         while let Some(start) = rest.find('{') {
@@ -144,13 +170,14 @@ impl TopicTemplate {
             }
             let end = rest[start..]
                 .find('}')
-                .ok_or_else(|| format!("{source:?}: '{{' without '}}'"))?
+                .ok_or_else(|| TemplateError::Unclosed(source.to_owned()))?
                 + start;
             let name = &rest[start + 1..end];
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!(
-                    "{source:?}: placeholder {{{name}}}: a name is letters, digits and '_'"
-                ));
+                return Err(TemplateError::Name {
+                    template: source.to_owned(),
+                    name: name.to_owned(),
+                });
             }
             parts.push(if path.has_param(name) {
                 Part::Path(name.to_owned())
@@ -162,7 +189,7 @@ impl TopicTemplate {
             rest = &rest[end + 1..];
         }
         if rest.contains('}') {
-            return Err(format!("{source:?}: '}}' without '{{'"));
+            return Err(TemplateError::Unopened(source.to_owned()));
         }
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_owned()));
@@ -177,7 +204,10 @@ impl TopicTemplate {
             Ok(_) => Ok(t),
             Err(_) => Topic::parse(&source.replace(['{', '}'], ""))
                 .map(|_| t)
-                .map_err(|e| format!("{source:?}: {e}")),
+                .map_err(|error| TemplateError::Topic {
+                    template: source.to_owned(),
+                    error,
+                }),
         }
     }
 
@@ -226,7 +256,7 @@ impl TopicTemplate {
                         .map(|(_, v)| *v)
                         .or_else(|| path_param(name))
                         .ok_or(Fill::Missing(name.clone()))?;
-                    canonical_segment(v, &mut out).map_err(Fill::Bad)?;
+                    canonical_segment(v, &mut out).map_err(|e| Fill::Bad(e.to_string()))?;
                 }
                 Part::Sub => out.push_str(&encode_value(sub.ok_or(Fill::Missing("sub".into()))?)),
                 Part::Claim(c) => {
@@ -234,7 +264,7 @@ impl TopicTemplate {
                 }
             }
         }
-        Topic::parse(&out).map_err(Fill::Bad)
+        Topic::parse(&out).map_err(|e| Fill::Bad(e.to_string()))
     }
 
     /// The topic for one request.

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Mutex;
 
-use crate::keys::{jwks_keys, Key};
+use crate::keys::{jwks_keys, Key, KeyError};
 
 /// A key set larger than this is refused.
 const MAX_JWKS_BYTES: usize = 1 << 20;
@@ -24,6 +24,23 @@ pub const UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(60);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Why a fetch of the key set failed (the last good set stays).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The request could not be built or sent, or the body not read.
+    #[error("{url}: {why}")]
+    Request { url: String, why: String },
+    #[error("{url}: answered {status}")]
+    Status {
+        url: String,
+        status: http::StatusCode,
+    },
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("{url}: no answer within {FETCH_TIMEOUT:?}")]
+    Timeout { url: String },
+}
 
 /// The keys fetched from `jwks_url`, read once per verification.
 #[derive(Default)]
@@ -77,7 +94,7 @@ impl Jwks {
     }
 
     /// Fetches the key set at `url` and swaps it in; how many keys came.
-    pub async fn load(&self, url: &str) -> Result<usize, String> {
+    pub async fn load(&self, url: &str) -> Result<usize, FetchError> {
         let keys = self.fetch(url).await?;
         let n = keys.len();
         self.keys.store(keys);
@@ -85,24 +102,27 @@ impl Jwks {
     }
 
     /// Fetches and parses the key set at `url`.
-    pub async fn fetch(&self, url: &str) -> Result<Vec<Key>, String> {
+    pub async fn fetch(&self, url: &str) -> Result<Vec<Key>, FetchError> {
+        let failed = |why: &dyn std::fmt::Display| FetchError::Request {
+            url: url.to_owned(),
+            why: why.to_string(),
+        };
         let req = http::Request::get(url)
             .header("Accept", "application/json")
             .body(Empty::new())
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| failed(&e))?;
         let call = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| format!("{url}: {e}"))?;
+            let resp = self.client.request(req).await.map_err(|e| failed(&e))?;
             if !resp.status().is_success() {
-                return Err(format!("{url}: answered {}", resp.status()));
+                return Err(FetchError::Status {
+                    url: url.to_owned(),
+                    status: resp.status(),
+                });
             }
             let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES)
                 .collect()
                 .await
-                .map_err(|e| format!("{url}: {e}"))?
+                .map_err(|e| failed(&e))?
                 .to_bytes();
             let (keys, notes) = jwks_keys(&body, url)?;
             for n in notes {
@@ -112,7 +132,9 @@ impl Jwks {
         };
         tokio::time::timeout(FETCH_TIMEOUT, call)
             .await
-            .map_err(|_| format!("{url}: no answer within {FETCH_TIMEOUT:?}"))?
+            .map_err(|_| FetchError::Timeout {
+                url: url.to_owned(),
+            })?
     }
 
     /// Fetches and swaps the keys in; keeps the last good set on failure.

@@ -183,7 +183,7 @@ fn load_keys(
             use std::os::unix::ffi::OsStrExt;
             match keys::secret_key(v.as_bytes(), &format!("${}", auth.secret_env)) {
                 Ok(k) => auth.keys.push(k),
-                Err(e) => d.error(&env_span, &t.key_path("secret_env"), e),
+                Err(e) => d.error(&env_span, &t.key_path("secret_env"), e.to_string()),
             }
         }
         _ if env_usable
@@ -219,7 +219,11 @@ fn load_keys(
             let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
             match keys::secret_key(trimmed, &p.display().to_string()) {
                 Ok(k) => auth.keys.push(k),
-                Err(e) => d.error(&span_of("secret_file"), &t.key_path("secret_file"), e),
+                Err(e) => d.error(
+                    &span_of("secret_file"),
+                    &t.key_path("secret_file"),
+                    e.to_string(),
+                ),
             }
         }
     }
@@ -230,7 +234,7 @@ fn load_keys(
                 Err(e) => d.error(
                     &span_of("public_key_file"),
                     &t.key_path("public_key_file"),
-                    e,
+                    e.to_string(),
                 ),
             }
         }
@@ -239,7 +243,11 @@ fn load_keys(
         if let Some(bytes) = read(d, "jwks_file", &p) {
             match keys::jwks_keys(&bytes, &p.display().to_string()) {
                 Ok((ks, _notes)) => auth.keys.extend(ks),
-                Err(e) => d.error(&span_of("jwks_file"), &t.key_path("jwks_file"), e),
+                Err(e) => d.error(
+                    &span_of("jwks_file"),
+                    &t.key_path("jwks_file"),
+                    e.to_string(),
+                ),
             }
         }
     }

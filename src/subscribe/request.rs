@@ -126,7 +126,19 @@ fn push(out: &mut Vec<Wanted>, topic: Topic, needs_grant: bool) {
     }
 }
 
-type Refusal = Result<Reply, Denied>;
+/// Why an events request opens nothing: a complete reply to send (a bad
+/// request), or a refused principal (whose reply depends on the refusal,
+/// and for `Unavailable` on the client).
+pub enum Refusal {
+    Reply(Reply),
+    Denied(Denied),
+}
+
+impl From<Denied> for Refusal {
+    fn from(d: Denied) -> Refusal {
+        Refusal::Denied(d)
+    }
+}
 
 /// The topics known before auth: the query's, or a route's that take only
 /// path segments. Checked first, so that a bad request is a `400` whoever
@@ -148,13 +160,13 @@ fn topics_before_auth<'r>(
                 }
                 let topic = t
                     .build(params, None, &|_| None)
-                    .map_err(|e| Ok(fill_refusal(e)))?;
+                    .map_err(|e| Refusal::Reply(fill_refusal(e)))?;
                 push(&mut wanted, topic, true);
             }
         }
         None => {
             if q.topics.is_empty() {
-                return Err(Ok(bad(
+                return Err(Refusal::Reply(bad(
                     "no_topic",
                     format!(
                         "name at least one topic: {}?topic=NAME (repeatable)",
@@ -163,7 +175,8 @@ fn topics_before_auth<'r>(
                 )));
             }
             for t in &q.topics {
-                let topic = Topic::parse(t).map_err(|e| Ok(bad("bad_topic", e)))?;
+                let topic =
+                    Topic::parse(t).map_err(|e| Refusal::Reply(bad("bad_topic", e.to_string())))?;
                 push(&mut wanted, topic, true);
             }
         }
@@ -171,7 +184,7 @@ fn topics_before_auth<'r>(
     let n = wanted.len() + later.len();
     let max = rt.config.events.max_topics;
     if n > max {
-        return Err(Ok(bad(
+        return Err(Refusal::Reply(bad(
             "too_many_topics",
             format!("at most {max} topics per stream, got {n}"),
         )));
@@ -205,20 +218,18 @@ pub async fn resolve(
     let events_route = route.map(|i| &rt.routes.events[i]);
     let (mut wanted, later) = topics_before_auth(&q, events_route, params, rt)?;
     let known: Vec<Topic> = wanted.iter().map(|w| w.topic.clone()).collect();
-    let (principal, forward) = authenticate(head, rt, shared, peer, &known)
-        .await
-        .map_err(Err)?;
+    let (principal, forward) = authenticate(head, rt, shared, peer, &known).await?;
     {
         let lookup = claim_lookup(&principal.claims);
         for t in later {
             match t.build(params, principal.user.as_deref(), &lookup) {
                 Ok(topic) => push(&mut wanted, topic, !t.from_token_only()),
                 Err(Fill::Missing(name)) => {
-                    return Err(Err(Denied::Forbidden(format!(
+                    return Err(Refusal::Denied(Denied::Forbidden(format!(
                         "this route needs the {name} claim, which the token does not carry"
                     ))))
                 }
-                Err(e) => return Err(Ok(fill_refusal(e))),
+                Err(e) => return Err(Refusal::Reply(fill_refusal(e))),
             }
         }
     }
@@ -227,7 +238,7 @@ pub async fn resolve(
             .iter()
             .find(|w| w.needs_grant && !principal.may_read(&w.topic))
         {
-            return Err(Err(Denied::Forbidden(format!(
+            return Err(Refusal::Denied(Denied::Forbidden(format!(
                 "the token does not grant topic {}",
                 w.topic
             ))));
@@ -246,7 +257,7 @@ pub async fn resolve(
         (None, Some(n)) => match n.parse::<usize>() {
             Ok(n) => Start::Last(n.min(config.events.history)),
             Err(_) => {
-                return Err(Ok(bad(
+                return Err(Refusal::Reply(bad(
                     "bad_last",
                     format!("last must be a whole number, got {n:?}"),
                 )))

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::recheck::Rechecks;
-use super::request::{accepts_sse, denied_reply, resolve, Asked};
+use super::request::{accepts_sse, denied_reply, resolve, Asked, Refusal};
 use crate::auth::Denied;
 use crate::events::frame::{chunked, control, notice};
 use crate::events::hub::{Hub, Opening, Refused, Subscribe};
@@ -182,11 +182,13 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         .collect();
     let asked = match resolve(&head, route, &params_ref, &rt, shared, Some(peer.ip())).await {
         Ok(a) => a,
-        Err(Ok(r)) => return reply(io, &head, with_cors(r, &origin)).await,
-        Err(Err(Denied::Unavailable(reason))) => {
+        Err(Refusal::Reply(r)) => return reply(io, &head, with_cors(r, &origin)).await,
+        Err(Refusal::Denied(Denied::Unavailable(reason))) => {
             return unavailable(io, &head, &rt, &origin, &reason).await
         }
-        Err(Err(d)) => return reply(io, &head, with_cors(denied_reply(&d, shared), &origin)).await,
+        Err(Refusal::Denied(d)) => {
+            return reply(io, &head, with_cors(denied_reply(&d, shared), &origin)).await
+        }
     };
     if asked.poll {
         let keep = super::poll::serve(io, &head, asked, &rt, shared, &origin).await;
