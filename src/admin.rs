@@ -38,7 +38,7 @@ pub async fn handle(
                 json!({"status": "starting"})
             };
             if shared.runtime().config.cluster.redis.is_some() {
-                let up = shared.metrics.cluster_connected.get() == 1;
+                let up = shared.cluster.as_ref().is_some_and(|c| c.is_connected());
                 body["cluster"] = json!(if up { "connected" } else { "disconnected" });
             }
             resp(

@@ -1,40 +1,32 @@
-//! Start-up, the listeners, and the drain. `main` calls [`run`].
-//!
-//! Start-up: signals are installed, every listener is bound (a bad address
-//! fails with nothing half running), the listeners serve, `/readyz` turns
-//! 200, and only then is "sidecast listening" logged.
-//!
-//! The drain is in the order Kubernetes needs: `/readyz` fails at once
-//! (endpoints take a few seconds to stop sending traffic here), everything
-//! is still served for `delay`, then the public listener stops accepting
-//! (idle kept-alive connections are closed, new streams get a passing
-//! refusal), open streams are closed spread over the first half of `grace`
-//! (each with a jittered `retry:`, so clients come back gradually,
-//! elsewhere), proxied requests finish, and the process exits 0 within
-//! `delay + grace`. The publish and admin listeners serve to the end.
+//! Start-up: `main` calls [`run`], which wires the layers together and
+//! runs until a signal. Signals are installed, every listener is bound (a
+//! bad address fails with nothing half running), the listeners and the
+//! background loops (each started beside what it maintains) run, `/readyz`
+//! turns 200, and only then is "sidecast listening" logged. A signal hands
+//! over to `shutdown::drain`.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::time::Instant;
 
+use crate::auth::jwks::Jwks;
 use crate::config::{Config, MaxStreams};
 use crate::events::hub::{Hub, Limits};
-use crate::events::queue::Close;
+use crate::http1::head::Limits as HeadLimits;
 use crate::http_server::{serve, Listener};
-use crate::listener::head::Limits as HeadLimits;
-use crate::listener::{accept_loop, proxy_app};
+use crate::lifecycle::Lifecycle;
+use crate::listener::{accept_loop, proxy_app, Public};
 use crate::logging::LevelHandle;
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
-use crate::state::{Lifecycle, Runtime, Shared};
+use crate::shutdown::drain;
+use crate::state::{Runtime, Shared};
+use crate::subscribe::recheck::{spawn_rechecks, Rechecks};
 
 fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
@@ -152,45 +144,48 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
     };
     let hub = Arc::new(Hub::new(Limits::new(&config, max_streams), metrics.clone()));
     let cluster = match &config.cluster.redis {
-        Some(url) => Some(
-            crate::cluster::Cluster::new(
-                url,
-                hub.clone(),
-                metrics.clone(),
-                config.cluster.wait_replicas,
-            )
-            .map_err(|e| anyhow::anyhow!(e))?,
-        ),
+        Some(url) => Some(crate::cluster::Cluster::new(
+            url,
+            hub.clone(),
+            metrics.clone(),
+            config.cluster.wait_replicas,
+        )?),
         None => None,
     };
     let startup_timeout = config.cluster.startup_timeout;
+    let jwks = Arc::new(Jwks::new());
+    if let Some(url) = &config.auth.jwks_url {
+        let n = jwks
+            .load(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("auth.jwks_url: the first fetch failed: {e}"))?;
+        tracing::info!(keys = n, "JWKS fetched");
+    }
+    let refresh_jwks = config.auth.jwks_url.is_some();
     let shared = Arc::new(Shared {
-        runtime: ArcSwap::from_pointee(Runtime::new(Arc::new(config), &[])),
+        runtime: ArcSwap::from_pointee(Runtime::with_keys(Arc::new(config), jwks.keys())),
         hub,
         metrics: metrics.clone(),
         lifecycle: Lifecycle::default(),
         auto_max_streams: auto,
         forward: crate::auth::forward::ForwardAuth::new(metrics.clone()),
-        jwks: crate::auth::jwks::Jwks::new(),
+        jwks,
         cluster: cluster.clone(),
     });
-    if let Some(url) = shared.runtime().config.auth.jwks_url.clone() {
-        let keys = shared
-            .jwks
-            .fetch(&url)
-            .await
-            .map_err(|e| anyhow::anyhow!("auth.jwks_url: the first fetch failed: {e}"))?;
-        tracing::info!(keys = keys.len(), "JWKS fetched");
-        shared
-            .runtime
-            .rcu(|rt| Arc::new(Runtime::new(rt.config.clone(), &keys)));
-        tokio::spawn(crate::auth::jwks::refresh_loop(shared.clone()));
+    if refresh_jwks {
+        let s = shared.clone();
+        shared.jwks.spawn_refresh(move || {
+            let auth = &s.runtime().config.auth;
+            (auth.jwks_url.clone(), auth.jwks_refresh)
+        });
     }
 
-    shared.metrics.declare_routes(&shared.runtime());
+    shared
+        .metrics
+        .declare_routes(shared.runtime().routes.labels());
     // Every listener is bound before any serves, so that a bad address
     // fails start-up with nothing half running.
-    let public = bind_tcp(listen.public, "listen.public")?;
+    let public_listener = bind_tcp(listen.public, "listen.public")?;
     let admin = bind_tcp(listen.admin, "listen.admin")?;
     let publish_tcp = listen
         .publish
@@ -201,7 +196,7 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         .as_deref()
         .map(|p| bind_unix(p, listen.publish_socket_mode))
         .transpose()?;
-    let public_addr = public.local_addr()?;
+    let public_addr = public_listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let publish_addr = publish_tcp.as_ref().and_then(|l| l.local_addr().ok());
 
@@ -240,44 +235,26 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
             never.clone(),
         ));
     }
-    let accepting = tokio::spawn(accept_loop(public, shared.clone(), app, limits));
-    {
-        let hub = shared.hub.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                hub.sweep();
-            }
-        });
-    }
+    let rechecks = Arc::new(Rechecks::default());
+    let public = Arc::new(Public {
+        shared: shared.clone(),
+        app,
+        rechecks: rechecks.clone(),
+        limits,
+    });
+    let accepting = tokio::spawn(accept_loop(public_listener, public));
+    shared.hub.spawn_sweep();
     let Signals {
         mut term,
         mut int,
         hup,
     } = signals;
     tokio::spawn(crate::reload::watch(shared.clone(), levels, hup));
-    {
-        let s = shared.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let rt = s.runtime();
-                if rt.config.auth.mode == crate::config::AuthMode::Forward {
-                    s.forward
-                        .recheck_due(&rt.config.auth, &rt.config.upstream.target)
-                        .await;
-                }
-            }
-        });
-    }
+    spawn_rechecks(rechecks, shared.clone());
     if let Some(c) = cluster {
         // Not ready until local history is filled from Redis, or
         // startup_timeout has passed.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(c.clone().run(tx));
-        tokio::spawn(c.control_loop());
+        let rx = c.spawn_link();
         if tokio::time::timeout(startup_timeout, rx).await.is_err() {
             tracing::warn!(
                 ?startup_timeout,
@@ -314,50 +291,4 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(p);
     }
     Ok(())
-}
-
-/// The drain, in the order Kubernetes needs (see the module doc). Returns
-/// by `delay + grace` at the latest, whatever clients and the upstream do.
-async fn drain(shared: &Arc<Shared>, signal: &str, accepting: tokio::task::JoinHandle<()>) {
-    let sh = shared.runtime().config.shutdown.clone();
-    let started = Instant::now();
-    let grace_end = started + sh.delay + sh.grace;
-    shared.lifecycle.begin_stopping();
-    tracing::info!(signal, delay = ?sh.delay, grace = ?sh.grace, "shutting down: /readyz answers 503; serving on for the delay");
-    tokio::time::sleep(sh.delay).await;
-
-    shared.lifecycle.start_draining();
-    shared.lifecycle.shutdown_tx.send_replace(true);
-    shared.lifecycle.stop_accepting.send_replace(true);
-    let _ = tokio::time::timeout_at(grace_end, accepting).await;
-    let streams = shared.hub.streams();
-    let n = streams.len();
-    let spread = sh.grace / 2;
-    tracing::info!(streams = n, spread = ?spread, "stopped accepting; closing streams");
-    let close_start = Instant::now();
-    for (i, h) in streams.iter().enumerate() {
-        let at = close_start + spread.mul_f64(i as f64 / n.max(1) as f64);
-        tokio::time::sleep_until(at).await;
-        h.close(Close::Shutdown);
-    }
-    // A stream that slipped in while the first were closed (its request was
-    // read before draining began) is closed now.
-    for h in shared.hub.streams() {
-        h.close(Close::Shutdown);
-    }
-    // Streams end by themselves once told; wait for them and for proxied
-    // requests in flight, until grace ends.
-    loop {
-        let streams = shared.hub.open_streams();
-        let proxied = shared.lifecycle.in_flight.load(Ordering::Relaxed);
-        if streams + proxied == 0 {
-            tracing::info!(elapsed = ?started.elapsed(), "drained");
-            break;
-        }
-        if Instant::now() >= grace_end {
-            tracing::warn!(streams, proxied, "grace is over: closing what is left");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

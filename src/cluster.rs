@@ -197,6 +197,11 @@ pub fn seq_of(redis_id: &str) -> Option<u64> {
     Some(ms.parse::<u64>().ok()? * 1_000_000 + n.parse::<u64>().ok()?.min(999_999))
 }
 
+/// `[cluster] redis` is not a URL the Redis client takes.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster.redis: {0}")]
+pub struct BadUrl(redis::RedisError);
+
 pub struct Cluster {
     client: redis::Client,
     conn: RwLock<Option<MultiplexedConnection>>,
@@ -213,8 +218,8 @@ impl Cluster {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
         wait_replicas: u32,
-    ) -> Result<Arc<Cluster>, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("cluster.redis: {e}"))?;
+    ) -> Result<Arc<Cluster>, BadUrl> {
+        let client = redis::Client::open(url).map_err(BadUrl)?;
         Ok(Arc::new(Cluster {
             client,
             conn: RwLock::new(None),
@@ -226,6 +231,17 @@ impl Cluster {
         }))
     }
 
+    /// Starts the link to Redis for the life of the process: the log
+    /// reader (which fills local history first, then follows) and the
+    /// control channel. The receiver resolves once history is filled.
+    pub fn spawn_link(self: &Arc<Self>) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(self.clone().run(tx));
+        tokio::spawn(self.clone().control_loop());
+        rx
+    }
+
+    /// Whether the link to Redis is up (what `/readyz` reports).
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::SeqCst)
     }

@@ -43,14 +43,14 @@ where
     loop {
         match &listener {
             Listener::Tcp(l) => tokio::select! {
-                _ = crate::state::until_true(&mut stop) => return,
+                _ = crate::lifecycle::until_true(&mut stop) => return,
                 a = l.accept() => match a {
                     Ok((s, _)) => serve_conn(s, handler.clone()),
                     Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
                 },
             },
             Listener::Unix(l) => tokio::select! {
-                _ = crate::state::until_true(&mut stop) => return,
+                _ = crate::lifecycle::until_true(&mut stop) => return,
                 a = l.accept() => match a {
                     Ok((s, _)) => serve_conn(s, handler.clone()),
                     Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,

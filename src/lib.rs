@@ -1,16 +1,22 @@
 //! sidecast: a reverse-proxy sidecar that adds Server-Sent Events to an
 //! existing HTTP API.
 //!
-//! Layout, following the data:
-//! - `listener`: the public accept loop and request-head reader; events
-//!   routes go to `events::serve`, everything else to `proxy` (pingora).
-//! - `publish`: the publish listener (TCP, Unix socket) → `events::hub`,
-//!   which frames each event once and queues it to every stream.
-//! - `events`: framing, the hub and its history, the lean stream writer,
-//!   long-polling.
-//! - `auth`: tokens, JWT keys, grants. `routes`, `topic`: pure rules.
-//! - `config`: typed `sidecar.toml`; `reload` swaps it in; `app` starts and
-//!   drains; `admin` serves health and metrics.
+//! The modules are layers that import only downward (checked by
+//! `scripts/check-layers`; drawn, with the path of a request and of an
+//! event, in `docs/architecture.md`). From the bottom:
+//! - `topic`, `template`, `keys`, `limits`, `metrics`, `lifecycle`: pure
+//!   rules and plain values.
+//! - `config`: typed `sidecar.toml`; `routes`, `logging`, `token`: what
+//!   follows from a configuration alone.
+//! - `http1`: head reading, target checks, sidecast's own replies.
+//! - `events`: the delivery core (framing, the hub and its history, the
+//!   lean stream writer), no HTTP.
+//! - `auth`: tokens, JWT, JWKS, forward auth. `cluster`: the Redis link.
+//! - `state`: what the listeners share.
+//! - `subscribe`: the HTTP side of a subscription; `proxy`: pass-through;
+//!   `publish`: the publish API.
+//! - `listener`, `http_server`: the accept loops; `admin`, `reload`,
+//!   `shutdown`: operating a running process; `app`: start-up.
 
 pub mod admin;
 pub mod app;
@@ -18,7 +24,10 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod events;
+pub mod http1;
 pub mod http_server;
+pub mod keys;
+pub mod lifecycle;
 pub mod limits;
 pub mod listener;
 pub mod logging;
@@ -27,6 +36,9 @@ pub mod proxy;
 pub mod publish;
 pub mod reload;
 pub mod routes;
+pub mod shutdown;
 pub mod state;
+pub mod subscribe;
+pub mod template;
 pub mod token;
 pub mod topic;

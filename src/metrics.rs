@@ -236,11 +236,8 @@ impl Metrics {
     /// Gives each events route its `sidecast_streams_open` series at 0, so
     /// that the gauge (and its `# TYPE` line) is there before the first
     /// stream, and a dashboard shows every route. Called at start-up and
-    /// after each reload.
-    pub fn declare_routes(&self, runtime: &crate::state::Runtime) {
-        let routes = &runtime.routes;
-        let labels =
-            std::iter::once(&routes.events_label).chain(routes.events.iter().map(|r| &r.label));
+    /// after each reload, with the route table's labels.
+    pub fn declare_routes<'a>(&self, labels: impl IntoIterator<Item = &'a str>) {
         for label in labels {
             let _ = self.streams_open.get_or_create(&RouteLabel {
                 route: label.to_string(),

@@ -3,7 +3,6 @@
 //! headers, response-header deadline and error answers. The hooks stay
 //! thin; the rules are plain functions in the submodules.
 
-pub mod chunked;
 pub mod deadline;
 pub mod failure;
 pub mod forwarding;
@@ -21,7 +20,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 
-use crate::listener::target::redact_target;
+use crate::http1::target::redact_target;
 use crate::metrics::ClassLabel;
 use crate::routes::strip;
 use crate::state::Shared;
@@ -81,20 +80,36 @@ fn class(status: u16) -> &'static str {
     }
 }
 
-/// Counts and logs one proxied request. The listener calls it too, for the
-/// `504` it writes itself when response headers are late.
-#[allow(clippy::too_many_arguments)]
-pub fn record(
-    shared: &Shared,
-    method: &str,
-    target: &str,
-    status: u16,
-    route: &str,
-    started: Instant,
-    peer: &str,
-    error: &str,
-    sidecast_error: &str,
-) {
+/// One proxied request as the metrics count it and the access log says it.
+pub struct Access<'a> {
+    pub method: &'a str,
+    /// As the client sent it; logged with secrets redacted.
+    pub target: &'a str,
+    /// `0` when no response reached the client (not counted by class).
+    pub status: u16,
+    pub route: &'a str,
+    pub started: Instant,
+    pub peer: &'a str,
+    /// Pingora's error type, or what the lean relay saw; `""` for none.
+    pub error: &'a str,
+    /// The `Sidecast-Error` code of sidecast's own answer; `""` for none.
+    pub sidecast_error: &'a str,
+}
+
+/// Counts and logs one proxied request. Both pass-through paths call it,
+/// and the listener too, for the `504` it writes itself when response
+/// headers are late.
+pub fn record(shared: &Shared, a: Access<'_>) {
+    let Access {
+        method,
+        target,
+        status,
+        route,
+        started,
+        peer,
+        error,
+        sidecast_error,
+    } = a;
     let m = &shared.metrics;
     if status > 0 {
         m.proxy_requests
@@ -260,7 +275,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         hop::strip_response(resp);
         if !resp.status.is_informational() {
-            crate::listener::downstream::keep_app_date(
+            crate::http1::downstream::keep_app_date(
                 resp.headers.get(http::header::DATE).map(|v| v.as_bytes()),
             );
         }
@@ -339,14 +354,16 @@ impl ProxyHttp for Proxy {
             .unwrap_or_default();
         record(
             &self.shared,
-            req.method.as_str(),
-            &req.uri.to_string(),
-            status,
-            &ctx.route,
-            ctx.started,
-            &peer,
-            e.map(|e| e.etype().as_str()).unwrap_or(""),
-            ctx.sidecast_error.unwrap_or(""),
+            Access {
+                method: req.method.as_str(),
+                target: &req.uri.to_string(),
+                status,
+                route: &ctx.route,
+                started: ctx.started,
+                peer: &peer,
+                error: e.map(|e| e.etype().as_str()).unwrap_or(""),
+                sidecast_error: ctx.sidecast_error.unwrap_or(""),
+            },
         );
     }
 }

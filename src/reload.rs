@@ -75,18 +75,18 @@ pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
             "[listen] changed: listen settings need a restart; ignored until then"
         );
     }
-    let rt = Runtime::new(Arc::new(config), &old.fetched);
+    let rt = Runtime::with_keys(Arc::new(config), old.fetched.clone());
     let max = shared.max_streams(&rt.config);
     shared
         .hub
         .set_limits(crate::events::hub::Limits::new(&rt.config, max));
     levels.set(&rt.config.log.level);
-    let keep: Vec<Arc<str>> = rt.keys.iter().map(|k| k.id.clone()).collect();
+    let keep = rt.key_ids();
     let revoked = shared.hub.revoke(|id| keep.iter().any(|k| &**k == id));
     for w in &rt.config.warnings {
         tracing::warn!("{w}");
     }
-    shared.metrics.declare_routes(&rt);
+    shared.metrics.declare_routes(rt.routes.labels());
     shared.runtime.store(Arc::new(rt));
     shared.metrics.reload(true);
     tracing::info!(

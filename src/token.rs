@@ -3,11 +3,33 @@
 //! the configured issuer, first audience and grants claim, so that it opens
 //! a stream on this very configuration.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, SystemTimeError, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 
 use crate::config::Config;
+use crate::topic::{Pattern, PatternError};
+
+/// Why no token could be minted (`sidecast token` prints it and exits 2).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("--topic: {0}")]
+    Topic(PatternError),
+    #[error("{}: {error}", path.display())]
+    SecretFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("no HS secret: set {0} (or auth.secret_file)")]
+    NoSecret(String),
+    #[error("auth.algorithms accepts no HS algorithm, so a token signed with the HS secret would be refused")]
+    NoHsAlgorithm,
+    #[error("{0}")]
+    Clock(SystemTimeError),
+    #[error("{0}")]
+    Encode(jsonwebtoken::errors::Error),
+}
 
 /// Mints a token for `sub` granting `topics`, valid for `ttl`.
 pub fn mint(
@@ -15,24 +37,27 @@ pub fn mint(
     sub: &str,
     topics: &[String],
     ttl: Duration,
-) -> Result<String, String> {
+) -> Result<String, TokenError> {
     for t in topics {
-        crate::topic::Pattern::parse(t).map_err(|e| format!("--topic: {e}"))?;
+        Pattern::parse(t).map_err(TokenError::Topic)?;
     }
     let a = &config.auth;
     let secret: Vec<u8> = if let Some(p) = &a.secret_file {
-        let b = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let b = std::fs::read(p).map_err(|error| TokenError::SecretFile {
+            path: p.clone(),
+            error,
+        })?;
         b.strip_suffix(b"\n").map(<[u8]>::to_vec).unwrap_or(b)
     } else {
         use std::os::unix::ffi::OsStringExt;
         std::env::var_os(&a.secret_env)
             .filter(|v| !v.is_empty())
             .map(OsStringExt::into_vec)
-            .ok_or_else(|| format!("no HS secret: set {} (or auth.secret_file)", a.secret_env))?
+            .ok_or_else(|| TokenError::NoSecret(a.secret_env.clone()))?
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
+        .map_err(TokenError::Clock)?
         .as_secs();
     let mut claims = serde_json::json!({
         "sub": sub,
@@ -51,15 +76,15 @@ pub fn mint(
     let hs = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
     let alg = match &a.algorithms {
         None => Algorithm::HS256,
-        Some(algs) => *algs.iter().find(|x| hs.contains(x)).ok_or_else(|| {
-            "auth.algorithms accepts no HS algorithm, so a token signed with the HS secret would be refused"
-                .to_owned()
-        })?,
+        Some(algs) => *algs
+            .iter()
+            .find(|x| hs.contains(x))
+            .ok_or(TokenError::NoHsAlgorithm)?,
     };
     encode(
         &Header::new(alg),
         &claims,
         &EncodingKey::from_secret(&secret),
     )
-    .map_err(|e| e.to_string())
+    .map_err(TokenError::Encode)
 }

@@ -8,6 +8,40 @@ use std::sync::Arc;
 /// The longest topic name accepted, in bytes.
 pub const MAX_TOPIC_LEN: usize = 256;
 
+/// Why a segment of a topic or pattern is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SegmentError {
+    #[error("empty segment (no leading, trailing or double '/')")]
+    Empty,
+    #[error("character {0:?} is not allowed (letters, digits, '-_.:@' and %XX escapes only)")]
+    Character(char),
+}
+
+/// Why a topic name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("a topic name is 1 to {} characters, got {}", MAX_TOPIC_LEN, .0)]
+    Length(usize),
+    #[error("topic {name:?}: {error}")]
+    Segment { name: String, error: SegmentError },
+}
+
+/// Why a grant pattern is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("a pattern is 1 to {} characters, got {}", MAX_TOPIC_LEN, .0)]
+    Length(usize),
+    #[error("pattern {0:?}: '**' must follow at least one segment, as in \"a/**\"")]
+    LoneRest(String),
+    #[error("pattern {0:?}: '*' must be a whole segment, and '**' only the last one")]
+    Wildcard(String),
+    #[error("pattern {pattern:?}: {error}")]
+    Segment {
+        pattern: String,
+        error: SegmentError,
+    },
+}
+
 /// A validated topic name in canonical form (percent-escapes upper-cased).
 /// Cheap to clone: streams, history and events all hold the same name.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -15,19 +49,19 @@ pub struct Topic(Arc<str>);
 
 impl Topic {
     /// Checks a topic name and returns it in canonical form.
-    pub fn parse(name: &str) -> Result<Topic, String> {
+    pub fn parse(name: &str) -> Result<Topic, TopicError> {
         if name.is_empty() || name.len() > MAX_TOPIC_LEN {
-            return Err(format!(
-                "a topic name is 1 to {MAX_TOPIC_LEN} characters, got {}",
-                name.len()
-            ));
+            return Err(TopicError::Length(name.len()));
         }
         let mut out = String::with_capacity(name.len());
         for (i, segment) in name.split('/').enumerate() {
             if i > 0 {
                 out.push('/');
             }
-            canonical_segment(segment, &mut out).map_err(|e| format!("topic {name:?}: {e}"))?;
+            canonical_segment(segment, &mut out).map_err(|error| TopicError::Segment {
+                name: name.to_owned(),
+                error,
+            })?;
         }
         Ok(Topic(out.into()))
     }
@@ -64,9 +98,9 @@ fn is_plain(b: u8) -> bool {
 }
 
 /// Appends one segment in canonical form, or says what is wrong with it.
-pub(crate) fn canonical_segment(segment: &str, out: &mut String) -> Result<(), String> {
+pub(crate) fn canonical_segment(segment: &str, out: &mut String) -> Result<(), SegmentError> {
     if segment.is_empty() {
-        return Err("empty segment (no leading, trailing or double '/')".into());
+        return Err(SegmentError::Empty);
     }
     let bytes = segment.as_bytes();
     let mut i = 0;
@@ -86,9 +120,7 @@ pub(crate) fn canonical_segment(segment: &str, out: &mut String) -> Result<(), S
             i += 3;
         } else {
             let c = segment[i..].chars().next().unwrap_or('?');
-            return Err(format!(
-                "character {c:?} is not allowed (letters, digits, '-_.:@' and %XX escapes only)"
-            ));
+            return Err(SegmentError::Character(c));
         }
     }
     Ok(())
@@ -126,21 +158,16 @@ enum PatternSegment {
 }
 
 impl Pattern {
-    pub fn parse(source: &str) -> Result<Pattern, String> {
+    pub fn parse(source: &str) -> Result<Pattern, PatternError> {
         if source.is_empty() || source.len() > MAX_TOPIC_LEN + 3 {
-            return Err(format!(
-                "a pattern is 1 to {MAX_TOPIC_LEN} characters, got {}",
-                source.len()
-            ));
+            return Err(PatternError::Length(source.len()));
         }
         let mut parts: Vec<&str> = source.split('/').collect();
         let rest = parts.last() == Some(&"**");
         if rest {
             parts.pop();
             if parts.is_empty() {
-                return Err(format!(
-                    "pattern {source:?}: '**' must follow at least one segment, as in \"a/**\""
-                ));
+                return Err(PatternError::LoneRest(source.to_owned()));
             }
         }
         let mut segments = Vec::with_capacity(parts.len());
@@ -148,12 +175,13 @@ impl Pattern {
             if part == "*" {
                 segments.push(PatternSegment::Any);
             } else if part.contains('*') {
-                return Err(format!(
-                    "pattern {source:?}: '*' must be a whole segment, and '**' only the last one"
-                ));
+                return Err(PatternError::Wildcard(source.to_owned()));
             } else {
                 let mut s = String::new();
-                canonical_segment(part, &mut s).map_err(|e| format!("pattern {source:?}: {e}"))?;
+                canonical_segment(part, &mut s).map_err(|error| PatternError::Segment {
+                    pattern: source.to_owned(),
+                    error,
+                })?;
                 segments.push(PatternSegment::Literal(s));
             }
         }

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use sidecast::auth::{token_of, Denied};
 use sidecast::config::Config;
-use sidecast::listener::head::Head;
+use sidecast::http1::head::Head;
 use sidecast::state::Runtime;
 
 /// A runtime verifying HS tokens with [`support::SECRET`] (from a file, so

@@ -6,7 +6,7 @@ mod support;
 
 use proptest::prelude::*;
 use sidecast::events::frame::{sse_text, Event, NewEvent};
-use sidecast::listener::head::{parse, HeadError};
+use sidecast::http1::head::{parse, HeadError};
 use sidecast::topic::Topic;
 use support::sse::parse_blocks;
 

@@ -3,13 +3,14 @@
 //! the subscriber's cookie and authorization headers; answers are cached for
 //! `forward_cache` (keyed by the forwarded header values and the sorted
 //! topics, so a different cookie never hits another user's entry), identical
-//! concurrent requests make one call, and open streams are asked again every
-//! `forward_recheck` so that a logout ends them.
+//! concurrent requests make one call. Open streams are asked again every
+//! `forward_recheck` so that a logout ends them: which streams and when is
+//! `subscribe::recheck`'s, the asking ([`ForwardAuth::recheck`]) is here.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -20,8 +21,7 @@ use tokio::sync::OnceCell;
 
 use super::{Denied, Principal};
 use crate::config::{Auth, ForwardUser, Target};
-use crate::events::queue::{Close, StreamHandle};
-use crate::listener::head::Head;
+use crate::http1::head::Head;
 use crate::metrics::{Metrics, ResultLabel};
 use crate::topic::{encode_value, Pattern, Topic};
 
@@ -89,18 +89,11 @@ pub enum Outcome {
 /// Answers with their expiry, and the order they came in (for eviction).
 type Cache = (HashMap<Vec<u8>, (Outcome, Instant)>, VecDeque<Vec<u8>>);
 
-struct Registered {
-    stream: Weak<StreamHandle>,
-    creds: Creds,
-    next: Instant,
-}
-
-/// Forward auth's client, cache and recheck registry.
+/// Forward auth's client and cache.
 pub struct ForwardAuth {
     client: Client<HttpConnector, Empty<Bytes>>,
     cache: Mutex<Cache>,
     inflight: Mutex<HashMap<Vec<u8>, Arc<OnceCell<Outcome>>>>,
-    streams: Mutex<Vec<Registered>>,
     metrics: Arc<Metrics>,
 }
 
@@ -112,7 +105,6 @@ impl ForwardAuth {
             client: Client::builder(TokioExecutor::new()).build(connector),
             cache: Mutex::default(),
             inflight: Mutex::default(),
-            streams: Mutex::default(),
             metrics,
         }
     }
@@ -325,41 +317,18 @@ impl ForwardAuth {
         Outcome::Allowed { user, grants }
     }
 
-    /// Remembers an open stream for rechecks.
-    pub fn register(&self, stream: &Arc<StreamHandle>, creds: Creds, every: Duration) {
-        let mut s = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        s.push(Registered {
-            stream: Arc::downgrade(stream),
-            creds,
-            next: Instant::now() + every,
-        });
-    }
-
-    /// Asks the app again for every stream due; a `401`/`403` ends the
-    /// stream, any other outcome (refused, timeout, 5xx) ends nothing.
-    pub async fn recheck_due(&self, auth: &Auth, upstream: &Target) {
-        let now = Instant::now();
-        let due: Vec<(Arc<StreamHandle>, Creds)> = {
-            let mut s = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-            s.retain(|r| r.stream.strong_count() > 0);
-            s.iter_mut()
-                .filter(|r| r.next <= now)
-                .filter_map(|r| {
-                    r.next = now + auth.forward_recheck;
-                    Some((r.stream.upgrade()?, r.creds.clone()))
-                })
-                .collect()
-        };
-        for (stream, creds) in due {
-            if let Outcome::Denied(_) = self.ask(&creds, auth, upstream).await {
-                self.count("denied");
-                stream.close(Close::Revoked);
-                // The cached "allowed" for these credentials is stale now: a
-                // reconnect with the same cookie must ask the app again.
-                let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                c.0.remove(&creds.cache_key());
-            }
+    /// Asks the app again about an open stream's credentials; `true`
+    /// when it now refuses them (`401`/`403`), and only then: a refused
+    /// call, a timeout or a `5xx` ends nothing. A refusal also drops the
+    /// cached "allowed", so that a reconnect with the same cookie asks again.
+    pub async fn recheck(&self, creds: &Creds, auth: &Auth, upstream: &Target) -> bool {
+        if let Outcome::Denied(_) = self.ask(creds, auth, upstream).await {
+            self.count("denied");
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            c.0.remove(&creds.cache_key());
+            return true;
         }
+        false
     }
 }
 

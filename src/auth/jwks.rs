@@ -1,11 +1,13 @@
 //! Keys from an identity provider's JWKS URL: fetched at start (start-up
 //! fails if the first fetch does), every `jwks_refresh`, and on a token with
 //! an unknown `kid` at most once a minute. When a fetch fails the last good
-//! set is kept, so a provider outage does not lock users out.
+//! set is kept, so a provider outage does not lock users out. The client
+//! owns the fetched keys and swaps them in whole: nothing else is rebuilt.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -13,8 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Mutex;
 
-use super::keys::{jwks_keys, Key};
-use crate::state::{Runtime, Shared};
+use crate::keys::{jwks_keys, Key, KeyError};
 
 /// A key set larger than this is refused.
 const MAX_JWKS_BYTES: usize = 1 << 20;
@@ -24,10 +25,47 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// The JWKS client and when it last fetched on an unknown `kid`.
+/// Why a fetch of the key set failed (the last good set stays).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The request could not be built or sent, or the body not read.
+    #[error("{url}: {why}")]
+    Request { url: String, why: String },
+    #[error("{url}: answered {status}")]
+    Status {
+        url: String,
+        status: http::StatusCode,
+    },
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("{url}: no answer within {FETCH_TIMEOUT:?}")]
+    Timeout { url: String },
+}
+
+/// The keys fetched from `jwks_url`, read once per verification.
+#[derive(Default)]
+pub struct FetchedKeys(ArcSwap<Vec<Key>>);
+
+impl FetchedKeys {
+    pub fn new(keys: Vec<Key>) -> FetchedKeys {
+        FetchedKeys(ArcSwap::from_pointee(keys))
+    }
+
+    pub fn load(&self) -> Arc<Vec<Key>> {
+        self.0.load_full()
+    }
+
+    fn store(&self, keys: Vec<Key>) {
+        self.0.store(Arc::new(keys));
+    }
+}
+
+/// The JWKS client, the keys it fetched, and when it last fetched on an
+/// unknown `kid`.
 pub struct Jwks {
     client: Client<Https, Empty<Bytes>>,
     last_unknown: Mutex<Option<Instant>>,
+    keys: Arc<FetchedKeys>,
 }
 
 impl Default for Jwks {
@@ -46,28 +84,45 @@ impl Jwks {
         Jwks {
             client: Client::builder(TokioExecutor::new()).build(https),
             last_unknown: Mutex::new(None),
+            keys: Arc::default(),
         }
     }
 
+    /// The store of fetched keys, for runtimes to share.
+    pub fn keys(&self) -> Arc<FetchedKeys> {
+        self.keys.clone()
+    }
+
+    /// Fetches the key set at `url` and swaps it in; how many keys came.
+    pub async fn load(&self, url: &str) -> Result<usize, FetchError> {
+        let keys = self.fetch(url).await?;
+        let n = keys.len();
+        self.keys.store(keys);
+        Ok(n)
+    }
+
     /// Fetches and parses the key set at `url`.
-    pub async fn fetch(&self, url: &str) -> Result<Vec<Key>, String> {
+    pub async fn fetch(&self, url: &str) -> Result<Vec<Key>, FetchError> {
+        let failed = |why: &dyn std::fmt::Display| FetchError::Request {
+            url: url.to_owned(),
+            why: why.to_string(),
+        };
         let req = http::Request::get(url)
             .header("Accept", "application/json")
             .body(Empty::new())
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| failed(&e))?;
         let call = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| format!("{url}: {e}"))?;
+            let resp = self.client.request(req).await.map_err(|e| failed(&e))?;
             if !resp.status().is_success() {
-                return Err(format!("{url}: answered {}", resp.status()));
+                return Err(FetchError::Status {
+                    url: url.to_owned(),
+                    status: resp.status(),
+                });
             }
             let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES)
                 .collect()
                 .await
-                .map_err(|e| format!("{url}: {e}"))?
+                .map_err(|e| failed(&e))?
                 .to_bytes();
             let (keys, notes) = jwks_keys(&body, url)?;
             for n in notes {
@@ -77,20 +132,16 @@ impl Jwks {
         };
         tokio::time::timeout(FETCH_TIMEOUT, call)
             .await
-            .map_err(|_| format!("{url}: no answer within {FETCH_TIMEOUT:?}"))?
+            .map_err(|_| FetchError::Timeout {
+                url: url.to_owned(),
+            })?
     }
 
     /// Fetches and swaps the keys in; keeps the last good set on failure.
-    pub async fn refresh(&self, shared: &Shared) -> bool {
-        let Some(url) = shared.runtime().config.auth.jwks_url.clone() else {
-            return false;
-        };
-        match self.fetch(&url).await {
-            Ok(keys) => {
-                shared
-                    .runtime
-                    .rcu(|rt| Arc::new(Runtime::new(rt.config.clone(), &keys)));
-                tracing::debug!(keys = keys.len(), "JWKS refreshed");
+    pub async fn refresh(&self, url: &str) -> bool {
+        match self.load(url).await {
+            Ok(n) => {
+                tracing::debug!(keys = n, "JWKS refreshed");
                 true
             }
             Err(e) => {
@@ -102,7 +153,7 @@ impl Jwks {
 
     /// Refetches for a token with an unknown `kid`, at most once a minute;
     /// whether new keys were swapped in.
-    pub async fn on_unknown_kid(&self, shared: &Shared) -> bool {
+    pub async fn on_unknown_kid(&self, url: &str) -> bool {
         {
             let mut last = self.last_unknown.lock().await;
             if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_INTERVAL) {
@@ -110,15 +161,24 @@ impl Jwks {
             }
             *last = Some(Instant::now());
         }
-        self.refresh(shared).await
+        self.refresh(url).await
     }
-}
 
-/// Refreshes every `jwks_refresh` while the process lives.
-pub async fn refresh_loop(shared: Arc<Shared>) {
-    loop {
-        let every = shared.runtime().config.auth.jwks_refresh;
-        tokio::time::sleep(every).await;
-        shared.jwks.refresh(&shared).await;
+    /// Refreshes every `jwks_refresh` while the process lives. `settings`
+    /// reads the URL and the interval in force (a reload may change them;
+    /// without a URL a round fetches nothing).
+    pub fn spawn_refresh<F>(self: &Arc<Self>, settings: F)
+    where
+        F: Fn() -> (Option<String>, Duration) + Send + 'static,
+    {
+        let jwks = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(settings().1).await;
+                if let Some(url) = settings().0 {
+                    jwks.refresh(&url).await;
+                }
+            }
+        });
     }
 }

@@ -3,15 +3,16 @@
 //! and every failure maps to a short reason a client can act on.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
 use serde_json::Value;
 
-use super::keys::Key;
 use super::{Denied, Principal};
 use crate::config::Auth;
+use crate::keys::Key;
 use crate::topic::Pattern;
 
 /// The longest token looked at; anything longer is malformed.
@@ -26,15 +27,17 @@ fn unauthorized(code: &'static str, message: impl Into<String>) -> Denied {
 
 /// What verification needs besides the token.
 pub struct Verifier<'a> {
+    /// The configuration's keys, tried first.
     pub keys: &'a [Key],
-    pub algorithms: &'a [Algorithm],
+    /// The keys fetched from `jwks_url` when verification began.
+    pub fetched: Arc<Vec<Key>>,
     pub auth: &'a Auth,
 }
 
 /// Verified claims and the key that verified them.
 pub struct Verified {
     pub claims: HashMap<String, Value>,
-    pub key_id: std::sync::Arc<str>,
+    pub key_id: Arc<str>,
 }
 
 /// Whether a failure was an unknown `kid` (worth refetching a JWKS).
@@ -104,6 +107,20 @@ fn algorithm_of(token: &str) -> Result<Algorithm, Denied> {
 }
 
 impl Verifier<'_> {
+    /// Every key in force: the configuration's, then the fetched ones.
+    fn all(&self) -> impl Iterator<Item = &Key> {
+        self.keys.iter().chain(self.fetched.iter())
+    }
+
+    /// Whether `alg` is accepted: one of `algorithms`, or by default one
+    /// of the keys' own.
+    fn accepts(&self, alg: Algorithm) -> bool {
+        match &self.auth.algorithms {
+            Some(list) => list.contains(&alg),
+            None => self.all().any(|k| k.algorithms.contains(&alg)),
+        }
+    }
+
     pub fn verify(&self, token: &str) -> Result<Verified, Denied> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
             return Err(unauthorized(
@@ -112,7 +129,7 @@ impl Verifier<'_> {
             ));
         }
         let alg = algorithm_of(token)?;
-        if !self.algorithms.contains(&alg) {
+        if !self.accepts(alg) {
             return Err(unauthorized(
                 "algorithm",
                 format!("algorithm {alg:?} is not accepted here"),
@@ -127,15 +144,14 @@ impl Verifier<'_> {
         let of_alg = |k: &&Key| k.algorithms.contains(&header.alg);
         let named: Vec<&Key> = match &header.kid {
             Some(kid) => self
-                .keys
-                .iter()
+                .all()
                 .filter(of_alg)
                 .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
                 .collect(),
             None => Vec::new(),
         };
         let unknown_kid = match &header.kid {
-            Some(kid) if named.is_empty() && self.keys.iter().any(|k| k.kid.is_some()) => {
+            Some(kid) if named.is_empty() && self.all().any(|k| k.kid.is_some()) => {
                 Some(unauthorized(
                     "unknown_kid",
                     format!(
@@ -148,8 +164,7 @@ impl Verifier<'_> {
             _ => None,
         };
         let candidates: Vec<&Key> = if named.is_empty() {
-            self.keys
-                .iter()
+            self.all()
                 .filter(of_alg)
                 .filter(|k| header.kid.is_none() || k.kid.is_none())
                 .collect()

@@ -1,16 +1,17 @@
 //! Who a subscriber is and what it may read: tokens from a request, JWT
-//! verification, grants. Forward auth (asking the app) lives in `forward`.
+//! verification (keys in `crate::keys`, fetched ones in `jwks`), grants.
+//! Forward auth (asking the app) lives in `forward`. Nothing here knows of
+//! streams or listeners: the subscribe layer above calls in.
 
 pub mod forward;
 pub mod jwks;
 pub mod jwt;
-pub mod keys;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::listener::head::Head;
+use crate::http1::head::Head;
 use crate::topic::{Pattern, Topic};
 
 /// An authenticated subscriber.

@@ -60,7 +60,7 @@ impl Config {
         };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut root = Table::new(Some(doc.get_ref()), String::new(), doc.span());
-        let config = sections::read(&mut d, &mut root, path, &base);
+        let config = read(&mut d, &mut root, path, &base);
         root.finish(&mut d);
         if d.is_empty() {
             Ok(config)
@@ -83,4 +83,60 @@ pub fn default_path() -> PathBuf {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("sidecar.toml"))
+}
+
+/// Reads every section; then the warnings that need more than one key.
+fn read(d: &mut Diag, root: &mut Table, source: &Path, base: &Path) -> Config {
+    let mut t_listen = root.table(d, "listen");
+    let listen = sections_serve::read_listen(d, &mut t_listen);
+    let mut t_upstream = root.table(d, "upstream");
+    let upstream = sections_serve::read_upstream(d, &mut t_upstream);
+    let mut t_events = root.table(d, "events");
+    let events = sections_serve::read_events(d, &mut t_events);
+    let mut t_auth = root.table(d, "auth");
+    let auth = sections_auth::read_auth(d, &mut t_auth, base);
+    let mut t_publish = root.table(d, "publish");
+    let publish = sections_ops::read_publish(d, &mut t_publish);
+    let mut t_log = root.table(d, "log");
+    let log = sections_ops::read_log(d, &mut t_log);
+    let mut t_shutdown = root.table(d, "shutdown");
+    let shutdown = sections_ops::read_shutdown(d, &mut t_shutdown);
+    let mut t_cluster = root.table(d, "cluster");
+    let cluster = sections_ops::read_cluster(d, &mut t_cluster);
+    let routes = sections_routes::read_routes(d, root, &events, &auth);
+    let history = sections_routes::read_history(d, root, &events);
+    let mut config = Config {
+        source: source.to_path_buf(),
+        listen,
+        upstream,
+        events,
+        auth,
+        publish,
+        log,
+        shutdown,
+        cluster,
+        routes,
+        history,
+        warnings: Vec::new(),
+    };
+    config.warnings = warnings(&config);
+    config
+}
+
+fn warnings(c: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    if c.events.queue >= c.events.history {
+        w.push(format!(
+            "events.queue ({}) >= events.history ({}): a stream dropped as slow could miss more events than replay holds",
+            c.events.queue, c.events.history
+        ));
+    }
+    if let Some(a) = c.listen.publish {
+        if !a.ip().is_loopback() && !c.publish.require_token {
+            w.push(format!(
+                "listen.publish ({a}) is not on loopback and publish.require_token is false: anyone who reaches it can publish"
+            ));
+        }
+    }
+    w
 }

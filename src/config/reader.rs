@@ -370,3 +370,12 @@ pub(crate) fn size(v: &DeValue) -> Result<u64, String> {
         )),
     }
 }
+
+/// A key's value parsed, or its default when it is absent or bad (the
+/// problem is recorded in `Diag` either way).
+macro_rules! take {
+    ($t:expr, $d:expr, $key:literal, $parse:expr, $default:expr) => {
+        $t.get($d, $key, $parse).unwrap_or_else(|| $default)
+    };
+}
+pub(super) use take;

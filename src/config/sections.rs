@@ -1,14 +1,15 @@
-//! The sections of `sidecar.toml`, their defaults, and the checks that need
-//! more than one key.
+//! The sections of `sidecar.toml` as checked types: what the rest of
+//! sidecast reads. The readers (`sections_*`, called from `mod.rs`) build
+//! them; this file holds the types alone, so that they import it and it
+//! imports none of them.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::reader::{Diag, Table};
-use crate::routes::{PathTemplate, TopicTemplate};
+use crate::template::{PathTemplate, TopicTemplate};
 use crate::topic::Pattern;
 
 /// The whole checked configuration.
@@ -125,7 +126,7 @@ pub struct Auth {
     pub forward_cache: Duration,
     pub forward_recheck: Duration,
     /// Loaded from every key source but `jwks_url` (fetched at run time).
-    pub keys: Vec<crate::auth::keys::Key>,
+    pub keys: Vec<crate::keys::Key>,
 }
 
 #[derive(Clone, Debug)]
@@ -196,67 +197,3 @@ pub struct HistoryPolicy {
     pub size: usize,
     pub ttl: Duration,
 }
-
-pub(super) fn read(d: &mut Diag, root: &mut Table, source: &Path, base: &Path) -> Config {
-    let mut t_listen = root.table(d, "listen");
-    let listen = super::sections_serve::read_listen(d, &mut t_listen);
-    let mut t_upstream = root.table(d, "upstream");
-    let upstream = super::sections_serve::read_upstream(d, &mut t_upstream);
-    let mut t_events = root.table(d, "events");
-    let events = super::sections_serve::read_events(d, &mut t_events);
-    let mut t_auth = root.table(d, "auth");
-    let auth = super::sections_auth::read_auth(d, &mut t_auth, base);
-    let mut t_publish = root.table(d, "publish");
-    let publish = super::sections_ops::read_publish(d, &mut t_publish);
-    let mut t_log = root.table(d, "log");
-    let log = super::sections_ops::read_log(d, &mut t_log);
-    let mut t_shutdown = root.table(d, "shutdown");
-    let shutdown = super::sections_ops::read_shutdown(d, &mut t_shutdown);
-    let mut t_cluster = root.table(d, "cluster");
-    let cluster = super::sections_ops::read_cluster(d, &mut t_cluster);
-    let routes = super::sections_routes::read_routes(d, root, &events, &auth);
-    let history = super::sections_routes::read_history(d, root, &events);
-    let mut config = Config {
-        source: source.to_path_buf(),
-        listen,
-        upstream,
-        events,
-        auth,
-        publish,
-        log,
-        shutdown,
-        cluster,
-        routes,
-        history,
-        warnings: Vec::new(),
-    };
-    config.warnings = warnings(&config);
-    config
-}
-
-fn warnings(c: &Config) -> Vec<String> {
-    let mut w = Vec::new();
-    if c.events.queue >= c.events.history {
-        w.push(format!(
-            "events.queue ({}) >= events.history ({}): a stream dropped as slow could miss more events than replay holds",
-            c.events.queue, c.events.history
-        ));
-    }
-    if let Some(a) = c.listen.publish {
-        if !a.ip().is_loopback() && !c.publish.require_token {
-            w.push(format!(
-                "listen.publish ({a}) is not on loopback and publish.require_token is false: anyone who reaches it can publish"
-            ));
-        }
-    }
-    w
-}
-
-macro_rules! take {
-    ($t:expr, $d:expr, $key:literal, $parse:expr, $default:expr) => {
-        $t.get($d, $key, $parse).unwrap_or_else(|| $default)
-    };
-}
-pub(super) use take;
-
-pub(super) use super::values::{nonzero_duration as nonzero, path_value as file_path, target};

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
-use super::reader::{self as r, Diag, Table};
-use super::sections::{file_path, nonzero, take, Auth, AuthMode, ForwardUser};
-use crate::auth::keys;
+use super::reader::{self as r, take, Diag, Table};
+use super::sections::{Auth, AuthMode, ForwardUser};
+use super::values::{nonzero_duration as nonzero, path_value as file_path};
+use crate::keys;
 use crate::topic::Pattern;
 
 fn algorithm(name: &str) -> Result<Algorithm, String> {
@@ -182,7 +183,7 @@ fn load_keys(
             use std::os::unix::ffi::OsStrExt;
             match keys::secret_key(v.as_bytes(), &format!("${}", auth.secret_env)) {
                 Ok(k) => auth.keys.push(k),
-                Err(e) => d.error(&env_span, &t.key_path("secret_env"), e),
+                Err(e) => d.error(&env_span, &t.key_path("secret_env"), e.to_string()),
             }
         }
         _ if env_usable
@@ -218,7 +219,11 @@ fn load_keys(
             let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
             match keys::secret_key(trimmed, &p.display().to_string()) {
                 Ok(k) => auth.keys.push(k),
-                Err(e) => d.error(&span_of("secret_file"), &t.key_path("secret_file"), e),
+                Err(e) => d.error(
+                    &span_of("secret_file"),
+                    &t.key_path("secret_file"),
+                    e.to_string(),
+                ),
             }
         }
     }
@@ -229,7 +234,7 @@ fn load_keys(
                 Err(e) => d.error(
                     &span_of("public_key_file"),
                     &t.key_path("public_key_file"),
-                    e,
+                    e.to_string(),
                 ),
             }
         }
@@ -238,7 +243,11 @@ fn load_keys(
         if let Some(bytes) = read(d, "jwks_file", &p) {
             match keys::jwks_keys(&bytes, &p.display().to_string()) {
                 Ok((ks, _notes)) => auth.keys.extend(ks),
-                Err(e) => d.error(&span_of("jwks_file"), &t.key_path("jwks_file"), e),
+                Err(e) => d.error(
+                    &span_of("jwks_file"),
+                    &t.key_path("jwks_file"),
+                    e.to_string(),
+                ),
             }
         }
     }

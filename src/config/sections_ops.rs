@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::reader::{self as r, Diag, Table};
-use super::sections::{take, Cluster, Log, LogFormat, Publish, Secret, Shutdown};
+use super::reader::{self as r, take, Diag, Table};
+use super::sections::{Cluster, Log, LogFormat, Publish, Secret, Shutdown};
 use super::values::{log_level, s};
 
 pub(super) fn read_publish(d: &mut Diag, t: &mut Table) -> Publish {

@@ -2,8 +2,9 @@
 //! each other (two events routes must never match the same path).
 
 use super::reader::{self as r, Diag, Table};
-use super::sections::{nonzero, target, Auth, AuthMode, Events, HistoryPolicy, RouteSpec};
-use crate::routes::{PathTemplate, TopicTemplate};
+use super::sections::{Auth, AuthMode, Events, HistoryPolicy, RouteSpec};
+use super::values::{nonzero_duration as nonzero, target};
+use crate::template::{PathTemplate, TopicTemplate};
 use crate::topic::Pattern;
 
 pub(super) fn read_routes(
@@ -49,7 +50,9 @@ fn read_events_route(
     auth: &Auth,
     seen: &mut Vec<(PathTemplate, String)>,
 ) -> Option<RouteSpec> {
-    let path = t.get_spanned(d, "path", |v| PathTemplate::parse(&r::string(v)?));
+    let path = t.get_spanned(d, "path", |v| {
+        PathTemplate::parse(&r::string(v)?).map_err(|e| e.to_string())
+    });
     let topics_raw = t.get_spanned(d, "topics", r::strings);
     if path.is_none() && !t.has("path") {
         d.error(
@@ -151,7 +154,9 @@ fn read_proxy_route(d: &mut Diag, t: &mut Table) -> Option<RouteSpec> {
 pub(super) fn read_history(d: &mut Diag, root: &mut Table, events: &Events) -> Vec<HistoryPolicy> {
     let mut out = Vec::new();
     for mut t in root.array_of_tables(d, "history") {
-        let pattern = t.get(d, "pattern", |v| Pattern::parse(&r::string(v)?));
+        let pattern = t.get(d, "pattern", |v| {
+            Pattern::parse(&r::string(v)?).map_err(|e| e.to_string())
+        });
         if !t.has("pattern") {
             d.error(
                 &t.span(),

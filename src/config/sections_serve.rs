@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::reader::{self as r, Diag, Table};
-use super::sections::{take, Events, Listen, MaxStreams, Target, Upstream};
+use super::reader::{self as r, take, Diag, Table};
+use super::sections::{Events, Listen, MaxStreams, Target, Upstream};
 use super::values::{addr, nonzero_duration, optional_addr, origin, positive, s, target};
 
 pub(super) fn read_listen(d: &mut Diag, t: &mut Table) -> Listen {

@@ -114,7 +114,7 @@ pub(super) fn effective(c: &Config) -> String {
     );
     let algs: Vec<String> = match &a.algorithms {
         Some(v) => v.iter().map(|a| format!("{a:?}")).collect(),
-        None => crate::auth::keys::family_of(&a.keys)
+        None => crate::keys::family_of(&a.keys)
             .iter()
             .map(|a| format!("{a:?}"))
             .collect(),

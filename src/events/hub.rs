@@ -163,7 +163,7 @@ impl State {
                 ev.rings.fetch_add(1, Ordering::Relaxed);
                 held = true;
                 while ts.ring.len() > ts.size {
-                    drop_front(ts, &mut bytes);
+                    ts.drop_front(&mut bytes);
                 }
             } else {
                 ts.evicted = ev.seq;
@@ -335,6 +335,18 @@ impl Hub {
         self.lock().streams.values().cloned().collect()
     }
 
+    /// Sweeps expired history every second while the process lives.
+    pub fn spawn_sweep(self: &Arc<Self>) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                hub.sweep();
+            }
+        });
+    }
+
     /// Drops expired history; run every second.
     pub fn sweep(&self) {
         let mut s = self.lock();
@@ -447,7 +459,6 @@ impl Hub {
 
 mod forgotten;
 mod history;
-use history::drop_front;
 mod replay;
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
-//! Events: framing, the hub with its history, streams and polls.
+//! The delivery core: framing each event once, the hub with its history,
+//! per-stream queues and the lean stream writer. It knows nothing of HTTP
+//! requests or auth (the `subscribe` layer above hands it a subscription),
+//! so that what it guarantees (order, no silent gaps) is tested alone.
 
 pub mod frame;
 pub mod hub;
-pub mod poll;
 pub mod queue;
-pub mod request;
-pub mod serve;
 pub mod stream;

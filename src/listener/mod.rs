@@ -3,11 +3,6 @@
 //! connection, and everything else is handed to pingora's proxy logic,
 //! which gives the kept-alive connection back for its next request.
 
-pub mod downstream;
-pub mod head;
-pub mod respond;
-pub mod target;
-
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::Ordering;
@@ -21,15 +16,16 @@ use pingora_core::protocols::http::ServerSession;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::events::serve::{serve as serve_events, After};
+use crate::http1::downstream::{self, Downstream, Gate};
+use crate::http1::head::{read_head, Head, HeadError, Limits};
+use crate::http1::respond::Reply;
 use crate::proxy::deadline::HeaderDeadline;
 use crate::proxy::failure::{self, Failure};
 use crate::proxy::Proxy;
 use crate::routes::Route;
 use crate::state::Shared;
-use downstream::{Downstream, Gate};
-use head::{read_head, Head, HeadError, Limits};
-use respond::Reply;
+use crate::subscribe::recheck::Rechecks;
+use crate::subscribe::serve::{serve as serve_events, After};
 
 /// The proxy logic shared by every connection.
 pub type ProxyApp = HttpProxy<Proxy>;
@@ -44,28 +40,32 @@ pub fn proxy_app(shared: Arc<Shared>) -> Arc<ProxyApp> {
     Arc::new(pingora::proxy::http_proxy(&conf, Proxy { shared }))
 }
 
+/// What every connection of the public listener needs.
+pub struct Public {
+    pub shared: Arc<Shared>,
+    /// Pingora's proxy logic, for requests the lean relay does not take.
+    pub app: Arc<ProxyApp>,
+    /// Where forward auth's streams are registered for rechecks.
+    pub rechecks: Arc<Rechecks>,
+    pub limits: Limits,
+}
+
 /// Accepts until told to stop. Running out of file descriptors pauses the
 /// loop briefly instead of spinning, logs at most once a second, and counts.
-pub async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    app: Arc<ProxyApp>,
-    limits: Limits,
-) {
+pub async fn accept_loop(listener: TcpListener, public: Arc<Public>) {
+    let shared = &public.shared;
     let mut stop = shared.lifecycle.stop_accepting.subscribe();
     let mut last_log = std::time::Instant::now() - Duration::from_secs(2);
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = crate::state::until_true(&mut stop) => return,
+            _ = crate::lifecycle::until_true(&mut stop) => return,
             a = listener.accept() => a,
         };
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                let shared = shared.clone();
-                let app = app.clone();
-                tokio::spawn(connection(tcp, peer, shared, app, limits));
+                tokio::spawn(connection(tcp, peer, public.clone()));
             }
             Err(e) => {
                 shared.metrics.accept_errors.inc();
@@ -80,13 +80,7 @@ pub async fn accept_loop(
 }
 
 /// One connection's life: heads in a loop until it ends.
-async fn connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    app: Arc<ProxyApp>,
-    limits: Limits,
-) {
+async fn connection(tcp: TcpStream, peer: SocketAddr, public: Arc<Public>) {
     let mut buf = Vec::new();
     // A fresh TCP connection stays one until a request goes to pingora,
     // which gives it back as its own stream type.
@@ -95,12 +89,8 @@ async fn connection(
     let mut first = true;
     loop {
         let next = match kept {
-            Kept::Tcp(io) => {
-                serve_one(io, &mut buf, first, peer, &shared, &app, settings, limits).await
-            }
-            Kept::L4(io) => {
-                serve_one(io, &mut buf, first, peer, &shared, &app, settings, limits).await
-            }
+            Kept::Tcp(io) => serve_one(io, &mut buf, first, peer, &public, settings).await,
+            Kept::L4(io) => serve_one(io, &mut buf, first, peer, &public, settings).await,
         };
         first = false;
         match next {
@@ -163,7 +153,7 @@ fn own_bytes(head: &Head, buf: &[u8]) -> (usize, Gate) {
     let body = &buf[head.len..];
     let upgrade = head.header("upgrade").is_some();
     if head.header("transfer-encoding").is_some() {
-        let mut scan = crate::proxy::chunked::ChunkScan::default();
+        let mut scan = crate::http1::chunked::ChunkScan::default();
         return match scan.feed(body) {
             Ok(n) if scan.done() => (head.len + n, Gate::Closed),
             Ok(_) if !upgrade => (buf.len(), Gate::Chunked(scan)),
@@ -200,14 +190,14 @@ async fn next_head<C: Conn>(
     limits: Limits,
     first: bool,
     shared: &Shared,
-) -> Result<head::Head, HeadError> {
+) -> Result<Head, HeadError> {
     if first || !buf.is_empty() {
         return read_head(io, buf, limits, first).await;
     }
     let mut stop = shared.lifecycle.stop_accepting.subscribe();
     let read = tokio::select! {
         r = read_head(&mut *io, &mut *buf, limits, false) => Some(r),
-        _ = crate::state::until_true(&mut stop) => None,
+        _ = crate::lifecycle::until_true(&mut stop) => None,
     };
     match read {
         Some(r) => r,
@@ -216,18 +206,21 @@ async fn next_head<C: Conn>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn serve_one<C: Conn>(
     mut io: C,
     buf: &mut Vec<u8>,
     first: bool,
     peer: SocketAddr,
-    shared: &Arc<Shared>,
-    app: &Arc<ProxyApp>,
+    public: &Public,
     settings: Option<HttpPersistentSettings>,
-    limits: Limits,
 ) -> Option<Reused> {
-    let head = match next_head(&mut io, buf, limits, first, shared).await {
+    let Public {
+        shared,
+        app,
+        rechecks,
+        limits,
+    } = public;
+    let head = match next_head(&mut io, buf, *limits, first, shared).await {
         Ok(h) => h,
         Err(e) => {
             if let Some(status) = e.status() {
@@ -277,7 +270,7 @@ async fn serve_one<C: Conn>(
         if buf.is_empty() {
             *buf = Vec::new();
         }
-        return match serve_events(&mut io, head, index, params, shared, peer).await {
+        return match serve_events(&mut io, head, index, params, shared, rechecks, peer).await {
             After::KeepAlive => Some((io.kept(), settings)),
             After::Close => {
                 linger(&mut io).await;
@@ -444,13 +437,15 @@ async fn late_headers(
     };
     crate::proxy::record(
         shared,
-        method,
-        target,
-        if sent { 504 } else { 0 },
-        label,
-        started,
-        &peer.to_string(),
-        "ResponseHeaderTimedout",
-        failure.code,
+        crate::proxy::Access {
+            method,
+            target,
+            status: if sent { 504 } else { 0 },
+            route: label,
+            started,
+            peer: &peer.to_string(),
+            error: "ResponseHeaderTimedout",
+            sidecast_error: failure.code,
+        },
     );
 }

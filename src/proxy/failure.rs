@@ -4,7 +4,7 @@
 
 use pingora::{ErrorSource, ErrorType};
 
-use crate::listener::respond::{reason, Reply};
+use crate::http1::respond::{reason, Reply};
 
 /// How a failed proxied request is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::chunked::ChunkScan;
 use super::failure::{self, Failure};
 use super::forwarding::{is_trusted, plan, Action};
 use super::hop::Nominated;
 use super::pool;
-use crate::listener::head::Head;
+use crate::http1::chunked::ChunkScan;
+use crate::http1::head::Head;
 use crate::routes::strip;
 use crate::state::Shared;
 
@@ -38,7 +38,7 @@ const BODY_IDLE: &str = "BodyIdleTimeout";
 /// Room for a response head and the first body bytes of a small response.
 const READ_SIZE: usize = 16 * 1024;
 /// The most response header fields read, as for requests.
-const MAX_RESPONSE_HEADERS: usize = crate::listener::head::MAX_HEADERS;
+const MAX_RESPONSE_HEADERS: usize = crate::http1::head::MAX_HEADERS;
 
 /// Whether a request may take the lean path.
 pub fn eligible(head: &Head) -> bool {
@@ -325,14 +325,16 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     }
     crate::proxy::record(
         shared,
-        &head.method,
-        &head.target,
-        status,
-        label,
-        started,
-        &peer.to_string(),
-        error,
-        sidecast_error,
+        crate::proxy::Access {
+            method: &head.method,
+            target: &head.target,
+            status,
+            route: label,
+            started,
+            peer: &peer.to_string(),
+            error,
+            sidecast_error,
+        },
     );
     keep_client && !close_client
 }
@@ -646,14 +648,16 @@ pub async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     };
     crate::proxy::record(
         shared,
-        &head.method,
-        &head.target,
-        status,
-        label,
-        started,
-        &peer.to_string(),
-        error,
-        sidecast_error,
+        crate::proxy::Access {
+            method: &head.method,
+            target: &head.target,
+            status,
+            route: label,
+            started,
+            peer: &peer.to_string(),
+            error,
+            sidecast_error,
+        },
     );
 }
 
@@ -752,7 +756,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str) -> Head {
-        crate::listener::head::parse(raw.as_bytes(), 16384)
+        crate::http1::head::parse(raw.as_bytes(), 16384)
             .unwrap()
             .unwrap()
     }

@@ -108,7 +108,7 @@ pub fn parse(kind: Kind, body: &[u8]) -> Result<Vec<NewEvent>, BodyError> {
 
 fn topic(v: &Value, field: &str) -> Result<Topic, BodyError> {
     match v {
-        Value::String(s) => Topic::parse(s).map_err(|e| err(field, e)),
+        Value::String(s) => Topic::parse(s).map_err(|e| err(field, e.to_string())),
         _ => Err(err(field, "expected a topic name (a string)")),
     }
 }

@@ -414,7 +414,7 @@ impl Publisher {
             None => None,
             Some(Value::String(s)) => match Topic::parse(s) {
                 Ok(t) => Some(t),
-                Err(e) => return error(400, "bad_request", Some("topic"), &e),
+                Err(e) => return error(400, "bad_request", Some("topic"), &e.to_string()),
             },
             Some(_) => return error(400, "bad_request", Some("topic"), "expected a topic name"),
         };
@@ -492,7 +492,7 @@ impl Publisher {
         let name = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
         let topic = match Topic::parse(&name) {
             Ok(t) => t,
-            Err(e) => return error(400, "bad_request", Some("topic"), &e),
+            Err(e) => return error(400, "bad_request", Some("topic"), &e.to_string()),
         };
         if caller.as_ref().is_some_and(|g| !granted(g, &topic)) {
             return error(

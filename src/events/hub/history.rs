@@ -10,12 +10,14 @@ use std::time::Instant;
 use super::{State, TopicState};
 use crate::topic::Topic;
 
-/// Drops the oldest event of a topic's ring.
-pub(super) fn drop_front(topic: &mut TopicState, bytes: &mut u64) {
-    if let Some(ev) = topic.ring.pop_front() {
-        topic.evicted = topic.evicted.max(ev.seq);
-        if ev.rings.fetch_sub(1, Ordering::Relaxed) == 1 {
-            *bytes -= ev.size() as u64;
+impl TopicState {
+    /// Drops the oldest event of the topic's ring.
+    pub(super) fn drop_front(&mut self, bytes: &mut u64) {
+        if let Some(ev) = self.ring.pop_front() {
+            self.evicted = self.evicted.max(ev.seq);
+            if ev.rings.fetch_sub(1, Ordering::Relaxed) == 1 {
+                *bytes -= ev.size() as u64;
+            }
         }
     }
 }
@@ -27,7 +29,7 @@ fn expire_topic(topic: &mut TopicState, bytes: &mut u64, now: Instant) {
         .front()
         .is_some_and(|e| now.duration_since(e.published) > topic.ttl)
     {
-        drop_front(topic, bytes);
+        topic.drop_front(bytes);
     }
 }
 
@@ -73,7 +75,7 @@ impl State {
             for t in ev.topics.iter() {
                 if let Some(ts) = self.topics.get_mut(t) {
                     if ts.ring.front().is_some_and(|f| Arc::ptr_eq(f, &ev)) {
-                        drop_front(ts, &mut self.bytes);
+                        ts.drop_front(&mut self.bytes);
                     }
                 }
             }

@@ -226,7 +226,7 @@ fn parse_with<'b>(
     check_framing(&head)?;
     if head.method != "CONNECT" {
         super::target::check(&head.method, &head.target, head.header("host"))
-            .map_err(HeadError::Malformed)?;
+            .map_err(|e| HeadError::Malformed(e.to_string()))?;
     }
     Ok(Some(head))
 }

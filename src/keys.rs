@@ -54,13 +54,30 @@ fn fingerprint(kind: &str, bytes: &[u8]) -> Arc<str> {
     format!("{kind}:{:016x}", h.finish()).into()
 }
 
+/// Why key material is refused; `from` names where it came from (a file,
+/// `$VARIABLE` or a URL), never the key itself.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{from}: the HS secret is {len} bytes; at least {min} are required", min = MIN_SECRET_LEN)]
+    ShortSecret { from: String, len: usize },
+    #[error("{0}: not a PEM public key (RSA, EC or Ed25519 \"-----BEGIN PUBLIC KEY-----\")")]
+    NotPem(String),
+    #[error("{from}: not a JWKS document ({{\"keys\": [...]}}): {error}")]
+    NotJwks {
+        from: String,
+        error: serde_json::Error,
+    },
+    #[error("{0}: the key set has no usable signing key")]
+    NoUsableKey(String),
+}
+
 /// An HS key from secret bytes, refusing short ones.
-pub fn secret_key(bytes: &[u8], source: &str) -> Result<Key, String> {
+pub fn secret_key(bytes: &[u8], source: &str) -> Result<Key, KeyError> {
     if bytes.len() < MIN_SECRET_LEN {
-        return Err(format!(
-            "{source}: the HS secret is {} bytes; at least {MIN_SECRET_LEN} are required",
-            bytes.len()
-        ));
+        return Err(KeyError::ShortSecret {
+            from: source.to_owned(),
+            len: bytes.len(),
+        });
     }
     Ok(Key {
         id: fingerprint("hs", bytes),
@@ -72,7 +89,7 @@ pub fn secret_key(bytes: &[u8], source: &str) -> Result<Key, String> {
 }
 
 /// A PEM public key: RSA, EC or Ed25519, whichever it parses as.
-pub fn pem_key(pem: &[u8], source: &str) -> Result<Key, String> {
+pub fn pem_key(pem: &[u8], source: &str) -> Result<Key, KeyError> {
     let id = fingerprint("pem", pem);
     let (key, algorithms) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
         (k, RSA.to_vec())
@@ -81,9 +98,7 @@ pub fn pem_key(pem: &[u8], source: &str) -> Result<Key, String> {
     } else if let Ok(k) = DecodingKey::from_ed_pem(pem) {
         (k, vec![Algorithm::EdDSA])
     } else {
-        return Err(format!(
-            "{source}: not a PEM public key (RSA, EC or Ed25519 \"-----BEGIN PUBLIC KEY-----\")"
-        ));
+        return Err(KeyError::NotPem(source.to_owned()));
     };
     Ok(Key {
         id,
@@ -97,9 +112,11 @@ pub fn pem_key(pem: &[u8], source: &str) -> Result<Key, String> {
 /// The keys of a JWKS document. A key whose set declares `alg` verifies that
 /// algorithm only; `use: enc` keys are skipped; unsupported keys are skipped
 /// with a note in the returned warnings.
-pub fn jwks_keys(json: &[u8], source: &str) -> Result<(Vec<Key>, Vec<String>), String> {
-    let set: JwkSet = serde_json::from_slice(json)
-        .map_err(|e| format!("{source}: not a JWKS document ({{\"keys\": [...]}}): {e}"))?;
+pub fn jwks_keys(json: &[u8], source: &str) -> Result<(Vec<Key>, Vec<String>), KeyError> {
+    let set: JwkSet = serde_json::from_slice(json).map_err(|error| KeyError::NotJwks {
+        from: source.to_owned(),
+        error,
+    })?;
     let mut keys = Vec::new();
     let mut notes = Vec::new();
     for (i, jwk) in set.keys.iter().enumerate() {
@@ -142,7 +159,7 @@ pub fn jwks_keys(json: &[u8], source: &str) -> Result<(Vec<Key>, Vec<String>), S
         }
     }
     if keys.is_empty() {
-        return Err(format!("{source}: the key set has no usable signing key"));
+        return Err(KeyError::NoUsableKey(source.to_owned()));
     }
     Ok((keys, notes))
 }

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::frame::Event;
-use super::hub::{Refused, Subscribe};
-use super::queue::Close;
 use super::request::Asked;
-use super::serve::After;
-use crate::listener::head::Head;
-use crate::listener::respond::Reply;
+use crate::events::frame::Event;
+use crate::events::hub::{Refused, Subscribe};
+use crate::events::queue::Close;
+use crate::http1::head::Head;
+use crate::http1::respond::Reply;
 use crate::state::{Runtime, Shared};
 
 /// Elements in one answer at most; the cursor goes on from the last.
@@ -27,6 +26,7 @@ fn element(e: &Event) -> serde_json::Value {
     o
 }
 
+/// Answers one poll; whether the connection may serve another request.
 pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
     head: &Head,
@@ -34,7 +34,7 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
     rt: &Runtime,
     shared: &Arc<Shared>,
     origin: &Option<String>,
-) -> After {
+) -> bool {
     let req = Subscribe {
         topics: asked.topics,
         user: asked.principal.user.clone(),
@@ -56,7 +56,7 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
                 rt.config.events.retry.as_secs().max(1).to_string(),
             );
             let _ = r.send(io, head.minor, false, false).await;
-            return After::Close;
+            return false;
         }
     };
     let mut items: Vec<serde_json::Value> = Vec::new();
@@ -103,8 +103,6 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
             .header("Access-Control-Expose-Headers", "Last-Event-ID");
     }
     let keep = head.keep_alive();
-    match r.send(io, head.minor, keep, head.method == "HEAD").await {
-        Ok(()) if keep => After::KeepAlive,
-        _ => After::Close,
-    }
+    let sent = r.send(io, head.minor, keep, head.method == "HEAD").await;
+    sent.is_ok() && keep
 }

@@ -11,12 +11,29 @@ use pingora::http::RequestHeader;
 /// The longest target the `http` crate (and so pingora) takes.
 pub const MAX_LEN: usize = u16::MAX as usize - 2;
 
+/// Why a request target (or its `Host`) is refused: the text is the
+/// message of the `400`, with the target's secrets redacted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("userinfo in the Host header")]
+    HostUserinfo,
+    #[error("the target \"*\" is for OPTIONS only")]
+    Asterisk,
+    #[error("request target must start with '/' or be an absolute http URL: {0:?}")]
+    Form(String),
+    /// Refused by pingora's own checks, which would refuse it later.
+    #[error("request target {target:?}: {why}")]
+    Refused { target: String, why: String },
+    #[error("invalid Host header")]
+    Host,
+}
+
 /// Checks the request target against the method and `Host`: origin form
 /// (`/path?query`) for every method; `*` for `OPTIONS` only; absolute form
 /// (`http://host/path`) when it names the same authority as `Host`.
-pub fn check(method: &str, target: &str, host: Option<&[u8]>) -> Result<(), String> {
+pub fn check(method: &str, target: &str, host: Option<&[u8]>) -> Result<(), TargetError> {
     if host.is_some_and(|h| h.contains(&b'@')) {
-        return Err("userinfo in the Host header".into());
+        return Err(TargetError::HostUserinfo);
     }
     if target.starts_with('/') {
         return Ok(());
@@ -25,36 +42,25 @@ pub fn check(method: &str, target: &str, host: Option<&[u8]>) -> Result<(), Stri
         return if method == "OPTIONS" {
             Ok(())
         } else {
-            Err("the target \"*\" is for OPTIONS only".into())
+            Err(TargetError::Asterisk)
         };
     }
     let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return Err(format!(
-            "request target must start with '/' or be an absolute http URL: {:?}",
-            redact_target(target)
-        ));
+        return Err(TargetError::Form(redact_target(target).into_owned()));
     }
     // Absolute form is rare from clients of a sidecar: its finer rules
     // (userinfo, ambiguous ports, Host agreement) are pingora's own.
-    let mut req = RequestHeader::build(method, target.as_bytes(), Some(1)).map_err(|e| {
-        format!(
-            "request target {:?}: {}",
-            redact_target(target),
-            e.context_str()
-        )
-    })?;
+    let refused = |e: Box<pingora::Error>| TargetError::Refused {
+        target: redact_target(target).into_owned(),
+        why: e.context_str().to_owned(),
+    };
+    let mut req = RequestHeader::build(method, target.as_bytes(), Some(1)).map_err(refused)?;
     if let Some(h) = host {
         req.append_header("host", h)
-            .map_err(|_| "invalid Host header".to_owned())?;
+            .map_err(|_| TargetError::Host)?;
     }
-    pingora_core::protocols::http::authority::validate_request_authority(&req).map_err(|e| {
-        format!(
-            "request target {:?}: {}",
-            redact_target(target),
-            e.context_str()
-        )
-    })
+    pingora_core::protocols::http::authority::validate_request_authority(&req).map_err(refused)
 }
 
 /// The path of a target: `/a/b` for `/a/b?q` and for `http://h/a/b?q`.

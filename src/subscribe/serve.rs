@@ -9,14 +9,15 @@ use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::frame::{chunked, control, notice};
-use super::hub::{Hub, Opening, Refused, Subscribe};
-use super::queue::StreamHandle;
-use super::request::{accepts_sse, denied_reply, resolve, Asked};
-use super::stream::{self, jittered, Settings};
+use super::recheck::Rechecks;
+use super::request::{accepts_sse, denied_reply, resolve, Asked, Refusal};
 use crate::auth::Denied;
-use crate::listener::head::Head;
-use crate::listener::respond::Reply;
+use crate::events::frame::{chunked, control, notice};
+use crate::events::hub::{Hub, Opening, Refused, Subscribe};
+use crate::events::queue::StreamHandle;
+use crate::events::stream::{self, jittered, Settings};
+use crate::http1::head::Head;
+use crate::http1::respond::Reply;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::state::{Runtime, Shared};
 
@@ -149,6 +150,7 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
     route: Option<usize>,
     params: Vec<(String, String)>,
     shared: &Arc<Shared>,
+    rechecks: &Rechecks,
     peer: std::net::SocketAddr,
 ) -> After {
     let rt = shared.runtime();
@@ -180,14 +182,17 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         .collect();
     let asked = match resolve(&head, route, &params_ref, &rt, shared, Some(peer.ip())).await {
         Ok(a) => a,
-        Err(Ok(r)) => return reply(io, &head, with_cors(r, &origin)).await,
-        Err(Err(Denied::Unavailable(reason))) => {
+        Err(Refusal::Reply(r)) => return reply(io, &head, with_cors(r, &origin)).await,
+        Err(Refusal::Denied(Denied::Unavailable(reason))) => {
             return unavailable(io, &head, &rt, &origin, &reason).await
         }
-        Err(Err(d)) => return reply(io, &head, with_cors(denied_reply(&d, shared), &origin)).await,
+        Err(Refusal::Denied(d)) => {
+            return reply(io, &head, with_cors(denied_reply(&d, shared), &origin)).await
+        }
     };
     if asked.poll {
-        return super::poll::serve(io, &head, asked, &rt, shared, &origin).await;
+        let keep = super::poll::serve(io, &head, asked, &rt, shared, &origin).await;
+        return if keep { After::KeepAlive } else { After::Close };
     }
     if head.method == "HEAD" {
         let head_bytes = sse_head(head.minor, &origin);
@@ -203,7 +208,7 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
     if shared.lifecycle.is_draining() {
         return unavailable(io, &head, &rt, &origin, "draining").await;
     }
-    open(io, head, asked, &rt, shared, origin).await
+    open(io, head, asked, &rt, shared, rechecks, origin).await
 }
 
 async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
@@ -212,6 +217,7 @@ async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
     asked: Asked,
     rt: &Runtime,
     shared: &Arc<Shared>,
+    rechecks: &Rechecks,
     origin: Option<String>,
 ) -> After {
     let ev = &rt.config.events;
@@ -246,9 +252,7 @@ async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
     };
     drop(head);
     if let Some(creds) = asked.forward {
-        shared
-            .forward
-            .register(&handle, creds, rt.config.auth.forward_recheck);
+        rechecks.register(&handle, creds, rt.config.auth.forward_recheck);
     }
     let first = first_frames(minor, &origin, rt, &opening, shared, is_chunked);
     drop(opening);

@@ -57,7 +57,7 @@ pub enum Gate {
     /// The rest of a `Content-Length` body.
     Body(u64),
     /// The rest of a chunked body, found by scanning it.
-    Chunked(crate::proxy::chunked::ChunkScan),
+    Chunked(crate::http1::chunked::ChunkScan),
     /// The request is whole: reads wait.
     Closed,
     /// An upgrade request: reads wait until a `101` is sent, then the

@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use super::hub::Start;
 use crate::auth::{token_of, Denied, Principal};
 use crate::config::AuthMode;
-use crate::listener::head::Head;
-use crate::listener::respond::Reply;
-use crate::routes::{claim_lookup, EventsRoute, Fill, TopicTemplate};
+use crate::events::hub::Start;
+use crate::http1::head::Head;
+use crate::http1::respond::Reply;
+use crate::routes::EventsRoute;
 use crate::state::{Runtime, Shared};
+use crate::template::{claim_lookup, Fill, TopicTemplate};
 use crate::topic::Topic;
 
 /// A request that may open a stream or a poll.
@@ -125,7 +126,19 @@ fn push(out: &mut Vec<Wanted>, topic: Topic, needs_grant: bool) {
     }
 }
 
-type Refusal = Result<Reply, Denied>;
+/// Why an events request opens nothing: a complete reply to send (a bad
+/// request), or a refused principal (whose reply depends on the refusal,
+/// and for `Unavailable` on the client).
+pub enum Refusal {
+    Reply(Reply),
+    Denied(Denied),
+}
+
+impl From<Denied> for Refusal {
+    fn from(d: Denied) -> Refusal {
+        Refusal::Denied(d)
+    }
+}
 
 /// The topics known before auth: the query's, or a route's that take only
 /// path segments. Checked first, so that a bad request is a `400` whoever
@@ -147,13 +160,13 @@ fn topics_before_auth<'r>(
                 }
                 let topic = t
                     .build(params, None, &|_| None)
-                    .map_err(|e| Ok(fill_refusal(e)))?;
+                    .map_err(|e| Refusal::Reply(fill_refusal(e)))?;
                 push(&mut wanted, topic, true);
             }
         }
         None => {
             if q.topics.is_empty() {
-                return Err(Ok(bad(
+                return Err(Refusal::Reply(bad(
                     "no_topic",
                     format!(
                         "name at least one topic: {}?topic=NAME (repeatable)",
@@ -162,7 +175,8 @@ fn topics_before_auth<'r>(
                 )));
             }
             for t in &q.topics {
-                let topic = Topic::parse(t).map_err(|e| Ok(bad("bad_topic", e)))?;
+                let topic =
+                    Topic::parse(t).map_err(|e| Refusal::Reply(bad("bad_topic", e.to_string())))?;
                 push(&mut wanted, topic, true);
             }
         }
@@ -170,7 +184,7 @@ fn topics_before_auth<'r>(
     let n = wanted.len() + later.len();
     let max = rt.config.events.max_topics;
     if n > max {
-        return Err(Ok(bad(
+        return Err(Refusal::Reply(bad(
             "too_many_topics",
             format!("at most {max} topics per stream, got {n}"),
         )));
@@ -204,20 +218,18 @@ pub async fn resolve(
     let events_route = route.map(|i| &rt.routes.events[i]);
     let (mut wanted, later) = topics_before_auth(&q, events_route, params, rt)?;
     let known: Vec<Topic> = wanted.iter().map(|w| w.topic.clone()).collect();
-    let (principal, forward) = authenticate(head, rt, shared, peer, &known)
-        .await
-        .map_err(Err)?;
+    let (principal, forward) = authenticate(head, rt, shared, peer, &known).await?;
     {
         let lookup = claim_lookup(&principal.claims);
         for t in later {
             match t.build(params, principal.user.as_deref(), &lookup) {
                 Ok(topic) => push(&mut wanted, topic, !t.from_token_only()),
                 Err(Fill::Missing(name)) => {
-                    return Err(Err(Denied::Forbidden(format!(
+                    return Err(Refusal::Denied(Denied::Forbidden(format!(
                         "this route needs the {name} claim, which the token does not carry"
                     ))))
                 }
-                Err(e) => return Err(Ok(fill_refusal(e))),
+                Err(e) => return Err(Refusal::Reply(fill_refusal(e))),
             }
         }
     }
@@ -226,7 +238,7 @@ pub async fn resolve(
             .iter()
             .find(|w| w.needs_grant && !principal.may_read(&w.topic))
         {
-            return Err(Err(Denied::Forbidden(format!(
+            return Err(Refusal::Denied(Denied::Forbidden(format!(
                 "the token does not grant topic {}",
                 w.topic
             ))));
@@ -245,7 +257,7 @@ pub async fn resolve(
         (None, Some(n)) => match n.parse::<usize>() {
             Ok(n) => Start::Last(n.min(config.events.history)),
             Err(_) => {
-                return Err(Ok(bad(
+                return Err(Refusal::Reply(bad(
                     "bad_last",
                     format!("last must be a whole number, got {n:?}"),
                 )))
@@ -277,17 +289,18 @@ async fn authenticate(
         return Ok((Principal::default(), None));
     }
     match auth.mode {
-        AuthMode::Jwt => match jwt_principal(head, rt) {
-            Err(d) if crate::auth::jwt::is_unknown_kid(&d) && auth.jwks_url.is_some() => {
+        AuthMode::Jwt => match (jwt_principal(head, rt), &auth.jwks_url) {
+            (Err(d), Some(url)) if crate::auth::jwt::is_unknown_kid(&d) => {
                 // The provider may have rotated its keys: refetch (at most
-                // once a minute) and try once more.
-                if shared.jwks.on_unknown_kid(shared).await {
-                    jwt_principal(head, &shared.runtime()).map(|p| (p, None))
+                // once a minute) and try once more (the runtime reads the
+                // fetched keys anew).
+                if shared.jwks.on_unknown_kid(url).await {
+                    jwt_principal(head, rt).map(|p| (p, None))
                 } else {
                     Err(d)
                 }
             }
-            other => other.map(|p| (p, None)),
+            (other, _) => other.map(|p| (p, None)),
         },
         AuthMode::Forward => {
             let creds = crate::auth::forward::Creds::new(head, auth, peer, requested);

@@ -1,0 +1,11 @@
+//! HTTP/1 on the public listener, at the bottom of the request path:
+//! reading a request head under limits, checking its target, the small
+//! answers sidecast writes itself, and the connection as pingora sees it.
+//! Nothing here knows of auth, events or routes, so every layer above can
+//! use it and it can be tested with bytes alone.
+
+pub mod chunked;
+pub mod downstream;
+pub mod head;
+pub mod respond;
+pub mod target;
