@@ -1,9 +1,12 @@
 # sidecast container image.
 #
-#   docker build -t sidecast .
-#   docker run --rm -p 8080:8080 -p 9090:9090 \
+#   docker build -t sidecast .            (podman build works the same)
+#   docker run --rm --read-only --cap-drop=ALL -p 8080:8080 -p 9090:9090 \
 #     -v "$PWD/sidecar.toml:/etc/sidecast/sidecar.toml:ro" \
 #     -e SIDECAST_JWT_SECRET=... sidecast
+#
+# tests/container/check builds the runtime stage below and runs it so
+# (podman: --read-only-tmpfs=false, as Kubernetes mounts nothing over /run).
 #
 # The configuration is read from /etc/sidecast/sidecar.toml (SIDECAST_CONFIG);
 # mount a directory there (in Kubernetes: a ConfigMap, never with subPath,
