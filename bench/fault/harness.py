@@ -169,6 +169,9 @@ class Run:
         acks = [a.as_dict() for a in self.pub.acks]
         with open(os.path.join(self.dir, "acks.json"), "w") as f:
             json.dump(acks, f)
+        # with the records and the answers, enough to analyse a kept run again
+        with open(os.path.join(self.dir, "marks.json"), "w") as f:
+            json.dump(self.marks, f)
         res = analyse(acks, dumps, self.marks)
         res["caught_up"] = caught["caught_up"]
         res["timeline"] = self.events

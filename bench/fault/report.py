@@ -48,8 +48,10 @@ def markdown(meta, results):
                 f"{w}: " + (", ".join(f"{v}× {s}" for s, v in sorted(st.items())) or "none")
                 for w, st in r["outages"].items()))
         if r.get("resets_after"):
-            notes.append("resets after " + ", ".join(
-                f"{m}: {v}" for m, v in r["resets_after"].items()))
+            told = r.get("told_after", {})
+            notes.append("after " + ", ".join(
+                f"{m}: {v} resets, {told.get(m, '?')} subscribers told into a new epoch"
+                for m, v in r["resets_after"].items()))
         if r.get("epoch_switch_no_reset"):
             notes.append(f"{r['epoch_switch_no_reset']} streams went on into a new epoch "
                          "without a reset")
@@ -62,8 +64,11 @@ def markdown(meta, results):
             notes.append(f"{r['non200']} non-200 answers to a subscribe")
         if r.get("soak"):
             s = r["soak"]
+            ld = s.get("load")
+            load = (f"1-minute load average over the soak {ld['min']:.2f} / {ld['mean']:.2f} / "
+                    f"{ld['max']:.2f} (min / mean / max); " if ld else "")
             notes.append(f"soak: {s['streams']} streams, {s['minutes']} min, {s['churned']} "
-                         f"reconnects forced, {s['samples']} samples; " + "; ".join(
+                         f"reconnects forced, {s['samples']} samples; {load}" + "; ".join(
                              f"{n}: RSS {v['rss_first_kib'] / 1024:.1f} → "
                              f"{v['rss_last_kib'] / 1024:.1f} MiB (slope "
                              f"{_num(v['rss_slope_kib_per_min'])} KiB/min), open files "
