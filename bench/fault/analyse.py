@@ -64,7 +64,8 @@ def analyse(acks, dumps, marks=None):
            "refused_but_delivered": 0, "unknown_delivered": 0, "epoch_switch_no_reset": 0,
            "unavailable": 0, "non200": 0, "reconnects": 0, "gaps_ms": [], "connect_ms": [],
            "drop_reasons": {}, "per_sub": [], "resets_after": {k: 0 for k in marks},
-           "told_after": {k: 0 for k in marks}, "reset_behind": 0, "lost_examples": []}
+           "told_after": {k: 0 for k in marks}, "reset_behind": 0, "missed_told": 0,
+           "lost_examples": []}
     for d in dumps:
         names = d["epochs"]
         for idx, s in d["subs"].items():
@@ -189,6 +190,7 @@ def _one(res, idx, s, names, rank, acked, by_n, marks):
             if (r, q) <= start or (r, q) in got:
                 continue
             if any(lo < (r, q) <= hi for lo, hi in excused):
+                res["missed_told"] += 1
                 continue
             lost += 1
             res["lost_events"].add(n)
