@@ -252,10 +252,13 @@ def soak(binary, work, p):
             owed += per_tick
             k = int(owed)
             owed -= k
-            if k:
-                per_w = -(-k // len(run.workers))
-                for w in run.workers:
-                    churned += w.ask({"cmd": "churn", "count": per_w})["churned"]
+            # spread exactly k over the subscriber processes (rounding up
+            # in each of them made it 1.1% a minute instead of 1%)
+            nw = len(run.workers)
+            for j, w in enumerate(run.workers):
+                share = k // nw + (j < k % nw)
+                if share:
+                    churned += w.ask({"cmd": "churn", "count": share})["churned"]
             if tick % 6 == 0:
                 st = run.status()
                 log(f"  soak {minute:.1f} min: {st['open']}/{st['subs']} open, "
