@@ -289,10 +289,25 @@ def soak(binary, work, p):
             "series": samples,
         }
         checks = _goals(res, reconnect_p99_ms=None)
+        checks.append(_up(samples))
         checks.append(_flat(res["soak"]["by_process"], later))
         return _close(res, checks)
     finally:
         run.close()
+
+
+def _up(samples):
+    """Every process sampled at the start is still there at every later
+    sample: a soak whose Redis or replica died half-way measured something
+    else for the rest of it."""
+    gone = {}
+    names = set(samples[0][1]) if samples else set()
+    for m, s in samples:
+        for n in names - set(s):
+            gone.setdefault(n, m)
+    return ("every sidecast and Redis stays up", not gone,
+            "; ".join(f"{n} gone at minute {m:.1f}" for n, m in sorted(gone.items()))
+            or "all up")
 
 
 def _flat(by_process, later):
