@@ -64,6 +64,7 @@ def analyse(acks, dumps, marks=None):
            "refused_but_delivered": 0, "unknown_delivered": 0, "epoch_switch_no_reset": 0,
            "unavailable": 0, "non200": 0, "reconnects": 0, "gaps_ms": [], "connect_ms": [],
            "drop_reasons": {}, "per_sub": [], "resets_after": {k: 0 for k in marks},
+           "told_after": {k: 0 for k in marks}, "reset_behind": 0, "missed_told": 0,
            "lost_examples": []}
     for d in dumps:
         names = d["epochs"]
@@ -107,6 +108,10 @@ def _one(res, idx, s, names, rank, acked, by_n, marks):
     top_rank = -1
     delivered = 0
     resets = 0
+    # marks after which this subscriber was told by a reset into a newer
+    # epoch (a node restarted without its history, Redis lost its data):
+    # counted once per subscriber, not per reset
+    told = set()
     for i, k in enumerate(kinds):
         e = eps[i]
         cur = (rk(e), seqs[i])
@@ -122,9 +127,17 @@ def _one(res, idx, s, names, rank, acked, by_n, marks):
             for name, t in marks.items():
                 if ts[i] >= t:
                     res["resets_after"][name] += 1
+                    # the in-band reset of a new epoch carries the new
+                    # epoch's first id: from here on the subscriber knows
+                    if pos is None or cur[0] > pos[0]:
+                        told.add(name)
             if pos is not None:
+                if cur < pos:
+                    # a reset whose id sorts before what the stream already
+                    # had: a client would resume from an older point
+                    res["reset_behind"] += 1
                 excused.append((pos, cur))
-            pos = cur
+            pos = cur if pos is None or cur > pos else pos
             continue
         if k == CURSOR:
             if pos is not None and cur[0] != pos[0]:
@@ -162,6 +175,8 @@ def _one(res, idx, s, names, rank, acked, by_n, marks):
         else:
             res["unknown_delivered"] += 1
         pos = cur
+    for name in told:
+        res["told_after"][name] += 1
     res["per_sub"].append(delivered)
     res["delivered"] += delivered
     res["resets"] += resets
@@ -175,6 +190,7 @@ def _one(res, idx, s, names, rank, acked, by_n, marks):
             if (r, q) <= start or (r, q) in got:
                 continue
             if any(lo < (r, q) <= hi for lo, hi in excused):
+                res["missed_told"] += 1
                 continue
             lost += 1
             res["lost_events"].add(n)

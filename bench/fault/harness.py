@@ -91,11 +91,13 @@ class Run:
         self.redis.start()
         return self.redis
 
-    def start_nodes(self, n, cluster=True, retry="1s", grace="5s", max_streams=20000):
+    def start_nodes(self, n, cluster=True, retry="1s", grace="5s", max_streams=20000,
+                    history_ttl=None):
         for i in range(n):
             node = Sidecast(self.binary, self.dir, f"sidecast-{'abcdefgh'[i]}",
                             redis_url=self.redis.url() if cluster else None,
-                            max_streams=max_streams, retry=retry, grace=grace)
+                            max_streams=max_streams, retry=retry, grace=grace,
+                            history_ttl=history_ttl)
             node.start(wait_ready=False)
             self.nodes.append(node)
         for node in self.nodes:
@@ -169,6 +171,9 @@ class Run:
         acks = [a.as_dict() for a in self.pub.acks]
         with open(os.path.join(self.dir, "acks.json"), "w") as f:
             json.dump(acks, f)
+        # with the records and the answers, enough to analyse a kept run again
+        with open(os.path.join(self.dir, "marks.json"), "w") as f:
+            json.dump(self.marks, f)
         res = analyse(acks, dumps, self.marks)
         res["caught_up"] = caught["caught_up"]
         res["timeline"] = self.events

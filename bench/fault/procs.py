@@ -155,7 +155,7 @@ class Sidecast:
     it)."""
 
     def __init__(self, binary, dir, name, redis_url=None, max_streams=20000, retry="1s",
-                 grace="5s"):
+                 grace="5s", history_ttl=None):
         self.binary = binary
         self.name = name
         self.dir = os.path.join(dir, name)
@@ -163,6 +163,7 @@ class Sidecast:
         self.port, self.pub_port, self.admin_port = free_port(), free_port(), free_port()
         self.conf = os.path.join(self.dir, "sidecar.toml")
         cluster = f'\n[cluster]\nredis = "{redis_url}"\n' if redis_url else ""
+        ttl = f'\nhistory_ttl = "{history_ttl}"' if history_ttl else ""
         with open(self.conf, "w") as f:
             # the upstream is never used: every request is to /events or publish
             f.write(f"""[listen]
@@ -175,7 +176,7 @@ url = "http://127.0.0.1:{free_port()}"
 
 [events]
 retry = "{retry}"
-max_streams = {max_streams}
+max_streams = {max_streams}{ttl}
 
 [auth]
 required = false

@@ -24,7 +24,7 @@ def markdown(meta, results):
             continue
         st = dict(r["publish_status"])
         st.pop("202", None)
-        other = ", ".join(f"{v}× {s}" for s, v in sorted(st.items())) or "–"
+        other = ", ".join(f"{v}× {_status(s)}" for s, v in sorted(st.items())) or "–"
         d = r["delivered_per_sub"]
         wrong = r["wrong"] + r["wrong_topic"] + r["refused_but_delivered"]
         rc = r["reconnect_ms"]
@@ -45,11 +45,17 @@ def markdown(meta, results):
                 f"{e['node']} exit {e['exit']} in {e['drain_s']} s" for e in r["exits"]))
         if r.get("outages"):
             notes.append("answers during the outages: " + "; ".join(
-                f"{w}: " + (", ".join(f"{v}× {s}" for s, v in sorted(st.items())) or "none")
+                f"{w}: " + (", ".join(f"{v}× {_status(s)}" for s, v in sorted(st.items()))
+                            or "none")
                 for w, st in r["outages"].items()))
         if r.get("resets_after"):
-            notes.append("resets after " + ", ".join(
-                f"{m}: {v}" for m, v in r["resets_after"].items()))
+            told = r.get("told_after", {})
+            notes.append("after " + ", ".join(
+                f"{m}: {v} resets, {told.get(m, '?')} subscribers told into a new epoch"
+                for m, v in r["resets_after"].items()))
+        if r.get("missed_told"):
+            notes.append(f"{r['missed_told']} (subscriber, acknowledged event) pairs not "
+                         "delivered and covered by a sidecast.reset")
         if r.get("epoch_switch_no_reset"):
             notes.append(f"{r['epoch_switch_no_reset']} streams went on into a new epoch "
                          "without a reset")
@@ -62,8 +68,11 @@ def markdown(meta, results):
             notes.append(f"{r['non200']} non-200 answers to a subscribe")
         if r.get("soak"):
             s = r["soak"]
+            ld = s.get("load")
+            load = (f"1-minute load average over the soak {ld['min']:.2f} / {ld['mean']:.2f} / "
+                    f"{ld['max']:.2f} (min / mean / max); " if ld else "")
             notes.append(f"soak: {s['streams']} streams, {s['minutes']} min, {s['churned']} "
-                         f"reconnects forced, {s['samples']} samples; " + "; ".join(
+                         f"reconnects forced, {s['samples']} samples; {load}" + "; ".join(
                              f"{n}: RSS {v['rss_first_kib'] / 1024:.1f} → "
                              f"{v['rss_last_kib'] / 1024:.1f} MiB (slope "
                              f"{_num(v['rss_slope_kib_per_min'])} KiB/min), open files "
@@ -74,6 +83,13 @@ def markdown(meta, results):
                      f"{r['loadavg_end']}, connect p99 {_ms(r['connect_ms']['p99'])}")
         lines.append(f"- {k}: " + "; ".join(notes))
     return "\n".join(lines) + "\n"
+
+
+def _status(s):
+    """The publisher's answer codes in words where they are not HTTP's: 0
+    is a request sent that got no answer (it may have been published), -1
+    one that no replica accepted a connection for (it reached no one)."""
+    return {"0": "no answer", "-1": "no connection"}.get(s, s)
 
 
 def _num(v):
