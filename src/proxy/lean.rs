@@ -250,6 +250,39 @@ struct Ended {
     keep_client: bool,
 }
 
+/// Where a proxied request goes, as both the relay and the tunnel need it.
+struct Routed<'a> {
+    addr: SocketAddr,
+    /// The route's label in metrics and the access log.
+    label: &'a str,
+    /// The target sent upstream (the prefix stripped when the route says so).
+    target: std::borrow::Cow<'a, str>,
+    /// The peer is a trusted proxy (its forwarding headers are kept).
+    trusted: bool,
+}
+
+fn routed<'a>(rt: &'a crate::state::Runtime, head: &'a Head, peer: SocketAddr) -> Routed<'a> {
+    let up = &rt.config.upstream;
+    let route = rt
+        .routes
+        .proxy_for(head.path())
+        .map(|i| &rt.routes.proxy[i]);
+    let (addr, label) = match route {
+        Some(r) => (r.target.addr, r.prefix.as_str()),
+        None => (up.target.addr, "upstream"),
+    };
+    let target = match route {
+        Some(r) if r.strip_prefix => strip(&r.prefix, &head.target).into(),
+        _ => head.target.as_str().into(),
+    };
+    Routed {
+        addr,
+        label,
+        target,
+        trusted: is_trusted(Some(peer.ip()), &up.trusted_proxies),
+    }
+}
+
 /// Relays one plain request to its upstream and the response back. `buf`
 /// holds the request head (and maybe body bytes and pipelined requests):
 /// this request's bytes are taken from it, the rest is left for the next
@@ -264,23 +297,13 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     let started = Instant::now();
     let rt = shared.runtime();
     let up = &rt.config.upstream;
-    let route = rt
-        .routes
-        .proxy_for(head.path())
-        .map(|i| &rt.routes.proxy[i]);
-    let (addr, label) = match route {
-        Some(r) => (r.target.addr, r.prefix.as_str()),
-        None => (up.target.addr, "upstream"),
-    };
-    let stripped;
-    let target = match route {
-        Some(r) if r.strip_prefix => {
-            stripped = strip(&r.prefix, &head.target);
-            stripped.as_str()
-        }
-        _ => head.target.as_str(),
-    };
-    let trusted = is_trusted(Some(peer.ip()), &up.trusted_proxies);
+    let Routed {
+        addr,
+        label,
+        target,
+        trusted,
+    } = routed(&rt, head, peer);
+    let target = target.as_ref();
     let length = content_length(head);
     let in_buf = (buf.len() - head.len).min(usize::try_from(length).unwrap_or(usize::MAX));
     let mut req = Vec::with_capacity(head.len + 128 + in_buf);
@@ -609,23 +632,13 @@ pub async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     let started = Instant::now();
     let rt = shared.runtime();
     let up = &rt.config.upstream;
-    let route = rt
-        .routes
-        .proxy_for(head.path())
-        .map(|i| &rt.routes.proxy[i]);
-    let (addr, label) = match route {
-        Some(r) => (r.target.addr, r.prefix.as_str()),
-        None => (up.target.addr, "upstream"),
-    };
-    let stripped;
-    let target = match route {
-        Some(r) if r.strip_prefix => {
-            stripped = strip(&r.prefix, &head.target);
-            stripped.as_str()
-        }
-        _ => head.target.as_str(),
-    };
-    let trusted = is_trusted(Some(peer.ip()), &up.trusted_proxies);
+    let Routed {
+        addr,
+        label,
+        target,
+        trusted,
+    } = routed(&rt, head, peer);
+    let target = target.as_ref();
     let mut req = Vec::with_capacity(head.len + 128);
     request_head(
         &mut req,
