@@ -20,6 +20,7 @@ use crate::events::hub::{Hub, Limits};
 use crate::http1::head::Limits as HeadLimits;
 use crate::http_server::{serve, Listener};
 use crate::lifecycle::Lifecycle;
+use crate::listener::cores::Cores;
 use crate::listener::{accept_loop, proxy_app, Public};
 use crate::logging::LevelHandle;
 use crate::metrics::Metrics;
@@ -242,7 +243,11 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         rechecks: rechecks.clone(),
         limits,
     });
-    let accepting = tokio::spawn(accept_loop(public_listener, public));
+    // One runtime per core the process may use (a container's CPU limit
+    // included), each serving the connections handed to it.
+    let cores = Cores::start(std::thread::available_parallelism().map_or(1, |n| n.get()))?;
+    let public_threads = cores.len();
+    let accepting = tokio::spawn(accept_loop(public_listener, public, cores));
     shared.hub.spawn_sweep();
     let Signals {
         mut term,
@@ -271,6 +276,7 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         publish = %publish_addr.map_or("off".into(), |a| a.to_string()),
         publish_socket = %listen.publish_socket.as_ref().map_or("off".into(), |p| p.display().to_string()),
         admin = %admin_addr,
+        public_threads,
         "sidecast listening"
     );
 
@@ -284,6 +290,7 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
             _ = int.recv() => "SIGINT",
         };
         tracing::warn!(signal = second, "second signal: exiting at once");
+        crate::logging::flush();
         std::process::exit(1);
     });
     drain(&shared, signal, accepting).await;

@@ -113,14 +113,17 @@ fn main() -> ExitCode {
             // upgraded connections) end with the process: the drain has
             // already given them their grace.
             rt.shutdown_timeout(std::time::Duration::from_millis(100));
-            match result {
+            let code = match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
+                    sidecast::logging::flush();
                     eprintln!("sidecast: {e:#}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            sidecast::logging::flush();
+            code
         }
     }
 }

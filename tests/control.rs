@@ -52,6 +52,8 @@ async fn ends_with_disconnect(s: &mut Sse, reason: &str, reconnect: bool) {
     assert_eq!(events[0].id, None);
     let data: serde_json::Value = serde_json::from_str(events[0].data.as_deref().unwrap()).unwrap();
     assert_eq!(data, json!({"reason": reason, "reconnect": reconnect}));
+    // A jittered `retry:` spreads the return of every stream cut at once.
+    assert!(rest.iter().any(|b| b.retry.is_some()), "{rest:?}");
     assert!(s.eof, "the stream is closed");
 }
 

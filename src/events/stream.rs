@@ -119,7 +119,7 @@ async fn or_slow(
 }
 
 /// Runs a stream until it ends; `first` (head, `retry:`, replay) is written
-/// before anything live.
+/// before anything live. The stream's last words are `finish`'s.
 pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
     handle: &StreamHandle,
@@ -181,14 +181,14 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
             _ = &mut expiry => break Ended::Expired,
         }
     };
-    // Boxed: the last words are written once, and their room is not kept
-    // in every stream's task for its whole life.
-    Box::pin(finish(io, &ended, s)).await;
     ended
 }
 
 /// The last words of a stream that sidecast ends, then the end of the body.
-async fn finish<W: AsyncWrite + Unpin>(io: &mut W, ended: &Ended, s: Settings) {
+/// Apart from `run`, so that the stream is accounted for (unsubscribed,
+/// counted as closed) before the client can see its end: whoever reads the
+/// metrics after the end of a stream finds it there.
+pub async fn finish<W: AsyncWrite + Unpin>(io: &mut W, ended: &Ended, s: Settings) {
     let retry = jittered(s.retry);
     let last: Option<bytes::BytesMut> = match ended {
         Ended::Client | Ended::Closed(Close::Slow) => None,
@@ -201,11 +201,18 @@ async fn finish<W: AsyncWrite + Unpin>(io: &mut W, ended: &Ended, s: Settings) {
             f.extend_from_slice(format!("retry: {retry}\n\n").as_bytes());
             Some(f)
         }
-        Ended::Closed(Close::Disconnect { reason, reconnect }) => Some(notice(
-            "sidecast.disconnect",
-            &serde_json::json!({"reason": reason, "reconnect": reconnect}),
-            None,
-        )),
+        Ended::Closed(Close::Disconnect { reason, reconnect }) => {
+            // The app often ends every stream of a topic at once: the
+            // jittered `retry:` spreads the browsers' return, as after a
+            // drain, instead of all of them coming back on the same tick.
+            let mut f = notice(
+                "sidecast.disconnect",
+                &serde_json::json!({"reason": reason, "reconnect": reconnect}),
+                None,
+            );
+            f.extend_from_slice(format!("retry: {retry}\n\n").as_bytes());
+            Some(f)
+        }
         Ended::Closed(Close::Revoked) | Ended::Closed(Close::Shutdown) => {
             Some(format!("retry: {retry}\n\n").as_bytes().into())
         }

@@ -16,6 +16,9 @@ use pingora_core::protocols::http::ServerSession;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod cores;
+
+use self::cores::Cores;
 use crate::http1::downstream::{self, Downstream, Gate};
 use crate::http1::head::{read_head, Head, HeadError, Limits};
 use crate::http1::respond::Reply;
@@ -52,7 +55,7 @@ pub struct Public {
 
 /// Accepts until told to stop. Running out of file descriptors pauses the
 /// loop briefly instead of spinning, logs at most once a second, and counts.
-pub async fn accept_loop(listener: TcpListener, public: Arc<Public>) {
+pub async fn accept_loop(listener: TcpListener, public: Arc<Public>, cores: Arc<Cores>) {
     let shared = &public.shared;
     let mut stop = shared.lifecycle.stop_accepting.subscribe();
     let mut last_log = std::time::Instant::now() - Duration::from_secs(2);
@@ -65,7 +68,8 @@ pub async fn accept_loop(listener: TcpListener, public: Arc<Public>) {
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                tokio::spawn(connection(tcp, peer, public.clone()));
+                let public = public.clone();
+                cores.hand(tcp, peer, move |tcp, peer| connection(tcp, peer, public));
             }
             Err(e) => {
                 shared.metrics.accept_errors.inc();

@@ -55,6 +55,9 @@ impl Opened {
         self.hub.unsubscribe(handle);
         self.gauge.dec();
         self.metrics.closed(ended.label());
+        // Boxed: the last words are written once, and their room is not
+        // kept in every stream's task for its whole life.
+        Box::pin(stream::finish(&mut io, &ended, self.settings)).await;
         tracing::info!(target: "sidecast::stream", stream = handle.id, route = %self.route, reason = ended.label(), duration_ms = started.elapsed().as_millis() as u64, "stream closed");
     }
 }
