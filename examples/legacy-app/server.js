@@ -27,6 +27,8 @@
 //   TOKEN_TTL_SECONDS          how long a subscriber token is valid (900)
 //   SESSION_TTL_SECONDS        how long a sign-in lasts (28800)
 //   PAGE_DIR                   the page's files (../page)
+//   CLIENT_DIR                 the browser client package the page imports,
+//                              served at /sidecast-client/ (../../clients/js)
 
 'use strict';
 
@@ -43,6 +45,7 @@ const PUBLISH_URL = process.env.SIDECAST_PUBLISH_URL || 'http://127.0.0.1:8081';
 const PUBLISH_SOCKET = process.env.SIDECAST_PUBLISH_SOCKET || '';
 const TOKEN_TTL = Number(process.env.TOKEN_TTL_SECONDS || 900);
 const PAGE_DIR = process.env.PAGE_DIR || path.join(__dirname, '..', 'page');
+const CLIENT_DIR = process.env.CLIENT_DIR || path.join(__dirname, '..', '..', 'clients', 'js');
 const STREAM_AUTH = process.env.STREAM_AUTH || 'token';
 if (!['token', 'session'].includes(STREAM_AUTH)) {
   console.error(`legacy app: STREAM_AUTH: expected "token" or "session", found ${JSON.stringify(STREAM_AUTH)}`);
@@ -195,6 +198,18 @@ const STATIC = {
 async function handle(req, res) {
   const url = new URL(req.url, 'http://app');
   const p = url.pathname;
+
+  // The browser client (@sidecast/client): the page imports its modules as
+  // they are, no bundler. Only the package's own file names are served.
+  const client = p.match(/^\/sidecast-client\/([a-z]+\.js)$/);
+  if (req.method === 'GET' && client) {
+    fs.readFile(path.join(CLIENT_DIR, client[1]), (err, data) => {
+      if (err) return send(res, 404, { error: `${client[1]} not found in ${CLIENT_DIR}` });
+      res.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8', 'Cache-Control': 'no-store' });
+      res.end(data);
+    });
+    return;
+  }
 
   if (req.method === 'GET' && STATIC[p]) {
     const [file, type] = STATIC[p];

@@ -1,22 +1,21 @@
 // The example page's script: subscribes to the `orders` topic through
-// sidecast with EventSource, keeps the orders table live, and shows what
-// happens to the stream: reconnects, replay (Last-Event-ID), and the events
-// sidecast itself sends (sidecast.reset, .disconnect, .expired,
-// .unavailable). The stream is authorised by a token the app mints
-// (GET /api/token), or, when the app says so (GET /api/config), by the
-// app's session cookie alone: sidecast then asks the app who the user is.
-// Plain browser JavaScript, no build step.
+// sidecast with its browser client (@sidecast/client, served by the app at
+// /sidecast-client/), keeps the orders table live, and shows what happens to
+// the stream: reconnects, replay, and what sidecast itself says (reset,
+// disconnect, expired token, unavailable). The client resumes, deduplicates,
+// refreshes the token and backs off; this page only shows it, and reloads
+// the orders when it must. The stream is authorised by a token the app mints
+// (GET /api/token, set as a cookie), or, when the app says so
+// (GET /api/config), by the app's session cookie alone: sidecast then asks
+// the app who the user is. A plain ES module, no build step.
 
-'use strict';
+import { subscribe } from '/sidecast-client/index.js';
 
 const TOPIC = 'orders';
 const NEXT_STATUS = { placed: 'paid', paid: 'packed', packed: 'shipped', shipped: 'delivered' };
 
 const orders = new Map(); // id -> order, the newest version seen
-let source = null; // the EventSource
-let lastId = ''; // id of the last event received: where a reopen resumes
 let opens = 0;
-let recovering = false;
 let streamAuth = 'token'; // or 'session': no token, the session cookie only
 
 const $ = (sel) => document.querySelector(sel);
@@ -71,7 +70,8 @@ function merge(o) {
 // ---- talking to the app ---------------------------------------------------
 
 // The app mints a token for the stream and sets it as the cookie that
-// sidecast reads (HttpOnly: this script never sees it in document.cookie).
+// sidecast reads (HttpOnly: this script never sees it in document.cookie),
+// so there is nothing to hand the client: it only asks for a fresh cookie.
 async function fetchToken() {
   const r = await fetch('/api/token', { credentials: 'same-origin' });
   if (!r.ok) throw new Error(`/api/token answered ${r.status}`);
@@ -109,156 +109,112 @@ async function refetchOrders() {
 
 // ---- the stream -----------------------------------------------------------
 
-// Opens the stream. `resumeAfter` is set when the page reopens it itself
-// (after sidecast.expired or a refusal): the browser's own reconnects send
-// the Last-Event-ID header, a new EventSource cannot, so it names the id in
-// the query instead.
-function connect(resumeAfter) {
-  const q = new URLSearchParams({ topic: TOPIC });
-  if (resumeAfter) q.set('lastEventId', resumeAfter);
-  source = new EventSource(`/events?${q}`);
-  const es = source;
+const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
 
-  es.onopen = () => {
-    opens += 1;
-    $('#opens').textContent = opens;
-    $('#reconnects').textContent = opens - 1;
-    setStatus('live');
-    if (opens === 1) {
-      note('stream opened');
-      // The list only now: a change made before this moment is in it, one
-      // made after arrives as an event (merge() keeps the newest either way).
-      refetchOrders().catch((err) => warn(`loading the orders failed: ${err.message}`));
-    } else note(`stream reopened, resuming after ${lastId || '(nothing received yet)'}`);
-  };
-
-  es.onerror = () => {
-    if (es !== source) return;
-    if (es.readyState === EventSource.CONNECTING) {
-      // A dropped connection: the browser reconnects by itself after the
-      // `retry:` sidecast sent, with Last-Event-ID.
-      setStatus('reconnecting');
-      note('connection lost: the browser reconnects by itself');
-    } else if (streamAuth === 'session') {
-      // Closed for good (a non-200 answer): the browser will not retry. With
-      // the session as the credential that is mostly a sign-out (here or in
-      // another tab: sidecast asks the app again while a stream lasts, ends
-      // it when the app says 401, and refuses the reconnect); retrying
-      // would not help, so the page asks the app and says which.
-      setStatus('closed');
-      whoAmI().then(
-        (user) =>
-          user
-            ? warn(`the stream was refused though ${user} is still signed in: reload to try again`)
-            : signedOut('signed out: the stream ended and its reconnect was refused'),
-        (err) => warn(`the stream was refused, and ${err.message}: reload to try again`),
-      );
-    } else {
-      // Closed for good (a non-200 answer such as 401): the browser will not
-      // retry, so the page does, with a fresh token.
-      setStatus('closed');
-      recover('the stream was refused');
-    }
-  };
-
-  const onOrder = (e) => {
-    lastId = e.lastEventId;
-    $('#last-id').textContent = lastId;
-    const o = JSON.parse(e.data);
-    logLine('event', `<code>${esc(e.lastEventId)}</code> ${esc(e.type)}: #${esc(o.id)} ${esc(o.item)} → <b>${esc(o.status)}</b> (v${esc(o.version)})`, {
-      id: e.lastEventId,
-      event: e.type,
-      order: o.id,
-      status: o.status,
-      version: o.version,
-    });
-    if (merge(o)) render(o.id);
-  };
-  es.addEventListener('order.created', onOrder);
-  es.addEventListener('order.updated', onOrder);
-
-  // A notice for this user alone: the app published it with `user`, and
-  // sidecast delivers it only to that user's streams.
-  es.addEventListener('order.notice', (e) => {
-    lastId = e.lastEventId;
-    $('#last-id').textContent = lastId;
+function showEvent(e) {
+  $('#last-id').textContent = e.id;
+  if (e.type === 'order.notice') {
+    // A notice for this user alone: the app published it with `user`, and
+    // sidecast delivers it only to that user's streams.
     const n = JSON.parse(e.data);
-    logLine('notice', `<code>${esc(e.lastEventId)}</code> for ${esc(n.user)}: ${esc(n.text)}`, {
-      id: e.lastEventId,
+    logLine('notice', `<code>${esc(e.id)}</code> for ${esc(n.user)}: ${esc(n.text)}`, {
+      id: e.id,
       user: n.user,
       order: n.order,
       status: n.status,
     });
+    return;
+  }
+  const o = JSON.parse(e.data);
+  logLine('event', `<code>${esc(e.id)}</code> ${esc(e.type)}: #${esc(o.id)} ${esc(o.item)} → <b>${esc(o.status)}</b> (v${esc(o.version)})`, {
+    id: e.id,
+    event: e.type,
+    order: o.id,
+    status: o.status,
+    version: o.version,
   });
-
-  // Replay was not possible (sidecast restarted, or the events are no longer
-  // held): what was missed is unknown, so refetch the state from the app.
-  es.addEventListener('sidecast.reset', (e) => {
-    lastId = e.lastEventId;
-    $('#last-id').textContent = lastId;
-    const d = JSON.parse(e.data);
-    logLine('note warn', `reset (${esc(d.reason)}): refetching the orders`, { reset: '1' });
-    refetchOrders().then(
-      () => note('orders refetched'),
-      (err) => warn(`refetch failed: ${err.message}`),
-    );
-  });
-
-  // The app closed this stream (POST /disconnect). reconnect:false is final
-  // (a logout, a ban); otherwise the browser reconnects by itself.
-  es.addEventListener('sidecast.disconnect', (e) => {
-    const d = JSON.parse(e.data);
-    if (d.reconnect === false) {
-      es.close();
-      setStatus('closed');
-      warn(`closed by the server (${d.reason}): not reconnecting`);
-    } else {
-      note(`the server closed the stream (${d.reason}): the browser reconnects`);
-    }
-  });
-
-  // The token ran out: a reconnect with it would get 401, which browsers do
-  // not retry. Get a fresh one and reopen where the stream stopped.
-  es.addEventListener('sidecast.expired', (e) => {
-    // The browser's last event id: the last event's, or, before any, the
-    // cursor sidecast opened the stream with, so nothing is missed either way.
-    if (e.lastEventId) lastId = e.lastEventId;
-    es.close();
-    setStatus('reconnecting');
-    note('token expired: fetching a fresh one');
-    fetchToken().then(
-      () => connect(lastId),
-      () => recover('could not refresh the token'),
-    );
-  });
-
-  // sidecast is busy or draining; it sent a `retry:` and the browser comes
-  // back by itself.
-  es.addEventListener('sidecast.unavailable', (e) => {
-    const d = JSON.parse(e.data);
-    note(`sidecast unavailable (${d.reason}): the browser retries`);
-  });
+  if (merge(o)) render(o.id);
 }
 
-// Reopens a stream that the browser gave up on, with a fresh token, after a
-// pause that grows with each failure (at most 30 s).
-let failures = 0;
-async function recover(why) {
-  if (recovering) return;
-  recovering = true;
-  source?.close();
-  const pause = Math.min(30000, 1000 * 2 ** failures) * (0.5 + Math.random() / 2);
-  failures += 1;
-  warn(`${why}: trying again in ${(pause / 1000).toFixed(1)} s`);
-  await new Promise((r) => setTimeout(r, pause));
-  recovering = false;
-  try {
-    await fetchToken();
-    failures = 0;
-    connect(lastId);
-  } catch (err) {
-    recover(err.message);
+// Replay was not possible (sidecast restarted, or the events are no longer
+// held): what was missed is unknown, so reload the state from the app.
+function showReset(r) {
+  $('#last-id').textContent = r.id;
+  logLine('note warn', `reset (${esc(r.reason)}): refetching the orders`, { reset: '1' });
+  refetchOrders().then(
+    () => note('orders refetched'),
+    (err) => warn(`refetch failed: ${err.message}`),
+  );
+}
+
+function showState(state, info) {
+  if (state === 'connecting') {
+    setStatus(opens ? 'reconnecting' : 'connecting');
+  } else if (state === 'open') {
+    opens += 1;
+    $('#opens').textContent = opens;
+    $('#reconnects').textContent = opens - 1;
+    setStatus('live');
+    if (opens === 1) note('stream opened');
+    else note(`stream reopened, resuming after ${sub.lastEventId || '(nothing received yet)'}`);
+    // Nothing to resume from (the first open, or a reopen before any id
+    // came): a change made before this moment is in the list fetched now,
+    // one made after arrives as an event (merge() keeps the newest either way).
+    if (!info.resumed) refetchOrders().catch((err) => warn(`loading the orders failed: ${err.message}`));
+  } else if (state === 'reconnecting') {
+    setStatus('reconnecting');
+    const later = info.delay == null ? 'the browser reconnects by itself' : `trying again in ${seconds(info.delay)}`;
+    if (info.reason === 'disconnect') note(`the server closed the stream (${info.detail}): ${later}`);
+    else if (info.reason === 'expired') note('token expired: fetching a fresh one');
+    else if (info.reason === 'unavailable') note(`sidecast unavailable (${info.detail}): ${later}`);
+    else if (info.reason === 'network') (info.delay == null ? note : warn)(`connection lost: ${later}`);
+    else if (info.reason === 'refused') warn(`the stream was refused: ${later}, with a fresh token`);
+    else if (info.reason === 'token') warn(`could not get a token (${info.detail}): ${later}`);
+    else warn(`${info.reason}: ${later}`);
+  } else if (state === 'closed') {
+    setStatus('closed');
+    // The app closed this stream for good (POST /disconnect with
+    // reconnect: false): a logout, a ban.
+    if (info.reason === 'disconnect') warn(`closed by the server (${info.detail}): not reconnecting`);
   }
+}
+
+function onError(err) {
+  if (err.kind === 'refused' && streamAuth === 'session') {
+    // The browser was refused (not a 200 stream). With the session as the
+    // credential that is mostly a sign-out (here or in another tab: sidecast
+    // asks the app again while a stream lasts, ends it when the app says
+    // 401, and refuses the reconnect); retrying would not help, so the page
+    // stops and asks the app which.
+    sub.close();
+    whoAmI().then(
+      (user) =>
+        user
+          ? warn(`the stream was refused though ${user} is still signed in: reload to try again`)
+          : signedOut('signed out: the stream ended and its reconnect was refused'),
+      (e) => warn(`the stream was refused, and ${e.message}: reload to try again`),
+    );
+  }
+}
+
+let sub = null;
+
+function connect() {
+  sub = subscribe({
+    url: '/events',
+    topics: [TOPIC],
+    events: ['order.created', 'order.updated', 'order.notice'],
+    // Token mode: asked before the first open, when the token expires, and
+    // after a refusal. The session needs none.
+    getToken: streamAuth === 'token' ? fetchToken : undefined,
+    onEvent: showEvent,
+    onReset: showReset,
+    onState: showState,
+    onError,
+  });
+  // For the console (and the browser tests): `source.readyState` reads as an
+  // EventSource's, CLOSED once the page will not come back.
+  window.source = sub;
 }
 
 // ---- the orders table's actions: plain API calls to the app ---------------
@@ -300,8 +256,8 @@ $('#clear').addEventListener('click', () => {
   $('#log').textContent = '';
 });
 
-// ---- start: a token (or a signed-in session), then the stream ------------
-// (the list follows when it opens)
+// ---- start: the stream (in token mode the client gets the token first), or
+// the sign-in form; the list follows when the stream opens
 
 (async () => {
   try {
@@ -315,7 +271,7 @@ $('#clear').addEventListener('click', () => {
     try {
       const user = await whoAmI();
       showSession(user);
-      if (user) connect('');
+      if (user) connect();
       else signedOut('not signed in: sign in to see the orders live');
     } catch (err) {
       setStatus('closed');
@@ -323,10 +279,5 @@ $('#clear').addEventListener('click', () => {
     }
     return;
   }
-  try {
-    await fetchToken();
-    connect('');
-  } catch (err) {
-    recover(err.message);
-  }
+  connect();
 })();

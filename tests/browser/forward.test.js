@@ -72,22 +72,6 @@ const shownNotices = (page) =>
 
 const logText = (page) => page.$$eval('#log li', (lis) => lis.map((li) => li.textContent));
 
-// sidecast_streams_closed_total{reason="revoked"}, from the admin listener.
-async function revoked(sc) {
-  const r = await h.request(sc.admin, 'GET', '/metrics');
-  const m = String(r.body).match(/^sidecast_streams_closed_total\{reason="revoked"\} (\d+)/m);
-  return m ? Number(m[1]) : 0;
-}
-
-// Polls `cond` every 50 ms until it holds, for at most `ms`.
-async function until(what, cond, ms = h.WAIT_MS) {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 // Signs a user in through the app's API, as a script would; the session
 // cookie to send with their requests.
 async function signIn(app, user) {
@@ -215,7 +199,7 @@ test('signed in through the app\'s form, a page gets its user\'s events on the s
   const ended = Date.now() - at;
   const [, reason] = await sc.waitLine(/stream closed stream=1 .*reason="?(\w+)/, endBound);
   assert.equal(reason, 'revoked', 'sidecast ended the stream because the app said 401');
-  await until('sidecast counts a revoked stream', async () => (await revoked(sc)) >= 1, endBound);
+  await h.until('sidecast counts a revoked stream', async () => (await h.metric(sc, 'sidecast_streams_closed_total{reason="revoked"}')) >= 1, endBound);
 
   // ...the browser reconnects after `retry:`, without a session now, and is
   // refused: EventSource ends itself, and the page says it was signed out.

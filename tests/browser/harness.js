@@ -228,6 +228,27 @@ function request(addr, method, p, json, headers = {}) {
   });
 }
 
+/** Polls `cond` every 50 ms until it holds, for at most `ms`: for what
+ * can only be seen from outside (sidecast's metrics, its topics), where
+ * there is no event to await. */
+async function until(what, cond, ms = WAIT_MS) {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** One sample of sidecast's /metrics, e.g.
+ * `sidecast_streams_closed_total{reason="client"}`: its value, 0 when the
+ * sample is not there yet. */
+async function metric(sc, sample) {
+  const r = await request(sc.admin, 'GET', '/metrics');
+  const re = new RegExp(`^${sample.replace(/[{}"[\]]/g, '\\$&')} (\\d+)`, 'm');
+  const m = String(r.body).match(re);
+  return m ? Number(m[1]) : 0;
+}
+
 /** Headless Chromium with a fresh profile. */
 async function launchBrowser() {
   const { chromium } = require('playwright-core');
@@ -255,10 +276,12 @@ module.exports = {
   WAIT_MS,
   freePort,
   launchBrowser,
+  metric,
   missing,
   request,
   setKey,
   startApp,
   startSidecast,
   tempDir,
+  until,
 };
