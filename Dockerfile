@@ -35,7 +35,7 @@ COPY src ./src
 # The release profile keeps line tables (for profiling): the image gets the
 # binary stripped (15 MB instead of about 100), and the debug information
 # stays in this stage as /out/sidecast.debug, found by the binary's build id
-# (see the README: "Symbols for profiling").
+# (see docs/operations.md: "Symbols for profiling").
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin sidecast \
  && mkdir -p /out \

@@ -10,10 +10,13 @@ use sidecast::config::{default_path, Config};
 #[command(
     name = "sidecast",
     version,
-    about = "A reverse-proxy sidecar that adds Server-Sent Events to existing HTTP APIs"
+    about = "A reverse-proxy sidecar that adds Server-Sent Events to existing HTTP APIs",
+    after_help = "Without a command, sidecast runs the sidecar: the proxy and the event streams \
+                  on the public listener, the publish API and the admin listener, as the \
+                  configuration file says."
 )]
 struct Cli {
-    /// Configuration file [default: ./sidecar.toml, or $SIDECAST_CONFIG]
+    /// Configuration file [default: $SIDECAST_CONFIG when set, else ./sidecar.toml]
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
