@@ -37,8 +37,10 @@ pub async fn handle(
             } else {
                 json!({"status": "starting"})
             };
-            if shared.runtime().config.cluster.redis.is_some() {
-                let up = shared.cluster.as_ref().is_some_and(|c| c.is_connected());
+            // Cluster mode is decided at start-up (a reload does not join
+            // or leave Redis), so the link itself says whether there is one.
+            if let Some(c) = &shared.cluster {
+                let up = c.is_connected();
                 body["cluster"] = json!(if up { "connected" } else { "disconnected" });
             }
             resp(

@@ -54,6 +54,26 @@ fn listen_changes(old: &Listen, new: &Listen) -> Vec<&'static str> {
     out
 }
 
+/// What else a reload cannot change: the Redis link is made once at
+/// start-up, and so is the log writer (its level reloads).
+fn start_up_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut cmp = |name, same: bool| {
+        if !same {
+            out.push(name)
+        }
+    };
+    let (o, n) = (&old.cluster, &new.cluster);
+    cmp("cluster.redis", o.redis == n.redis);
+    cmp(
+        "cluster.startup_timeout",
+        o.startup_timeout == n.startup_timeout,
+    );
+    cmp("cluster.wait_replicas", o.wait_replicas == n.wait_replicas);
+    cmp("log.format", old.log.format == new.log.format);
+    out
+}
+
 /// Applies a new configuration; returns whether it was valid.
 pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
     let old = shared.runtime();
@@ -73,6 +93,13 @@ pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
         tracing::warn!(
             keys = %changed.join(", "),
             "[listen] changed: listen settings need a restart; ignored until then"
+        );
+    }
+    let changed = start_up_changes(&old.config, &config);
+    if !changed.is_empty() {
+        tracing::warn!(
+            keys = %changed.join(", "),
+            "[cluster] or [log] format changed: these settings need a restart; ignored until then"
         );
     }
     let rt = Runtime::with_keys(Arc::new(config), old.fetched.clone());

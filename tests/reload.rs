@@ -238,6 +238,32 @@ async fn listen_changes_are_logged_as_needing_a_restart_and_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_and_log_format_changes_are_logged_as_needing_a_restart() {
+    let up = Upstream::start("app").await;
+    let mut opts = Opts::new(&up.url());
+    let sc = Sidecast::start(&opts);
+    opts.events = "retry = \"6s\"".into();
+    opts.extra = "[cluster]\nwait_replicas = 1\n\n[log]\nformat = \"json\"\n".into();
+    rewrite(&sc, &opts.toml());
+    sc.signal("HUP");
+    wait_reloads(&sc, "ok", 1.0).await;
+    let log = sc.log_with(&["[cluster] or [log] format changed"]).await;
+    let warning = log
+        .lines()
+        .find(|l| l.contains("[cluster] or [log] format changed"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        warning.contains("need a restart") && warning.contains("cluster.wait_replicas, log.format"),
+        "{warning}"
+    );
+    // Still text lines, and no cluster; the rest applies.
+    assert!(!warning.trim_start().starts_with('{'), "{warning}");
+    assert_eq!(new_stream_retry(&sc).await, 6000);
+    let (_, ready) = ops::readyz(&sc.admin).await;
+    assert!(ready.get("cluster").is_none(), "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_level_reloads() {
     let up = Upstream::start("app").await;
     let mut opts = Opts::new(&up.url());
