@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
@@ -83,8 +84,11 @@ class Prometheus:
 
     def query_range(self, expr, start, end, step):
         q = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step})
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/query_range?{q}", timeout=60) as r:
-            body = json.load(r)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/query_range?{q}", timeout=60) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"{expr}: {e.read().decode(errors='replace')}") from None
         if body.get("status") != "success":
             raise RuntimeError(f"{expr}: {body}")
         return body["data"]["result"]
@@ -117,6 +121,13 @@ def interpolate(expr, variables, step, scrape):
     return re.sub(r"\$(\w+)", lambda m: value(m[1]), expr)
 
 
+def regex_escape(value):
+    """A value made literal in a PromQL regex inside a double-quoted string,
+    as Grafana's Prometheus data source does it: each regex metacharacter
+    behind a backslash, itself escaped for the string."""
+    return re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\\\1", value)
+
+
 def variable_values(dashboard, chosen):
     """Each query variable's value: what --var chose (a regex of the
     escaped values when several), else its allValue (All)."""
@@ -125,8 +136,8 @@ def variable_values(dashboard, chosen):
         if v["type"] != "query":
             continue
         if v["name"] in chosen:
-            vals = chosen[v["name"]].split(",")
-            out[v["name"]] = re.escape(vals[0]) if len(vals) == 1 else "(" + "|".join(map(re.escape, vals)) + ")"
+            vals = [regex_escape(x) for x in chosen[v["name"]].split(",")]
+            out[v["name"]] = vals[0] if len(vals) == 1 else "(" + "|".join(vals) + ")"
         else:
             out[v["name"]] = v.get("allValue") or ".*"
     return out
