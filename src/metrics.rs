@@ -47,6 +47,9 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabel, Counter>,
     pub proxy_requests: Family<ClassLabel, Counter>,
     pub upstream_duration: Histogram,
+    /// Fan-out latency: from an event's acceptance by the hub to the write
+    /// of its frame to a stream's connection.
+    pub delivery_latency: Histogram,
     pub config_reloads: Family<ResultLabel, Counter>,
     pub publish_errors: Family<StatusLabel, Counter>,
     pub accept_errors: Counter,
@@ -78,6 +81,10 @@ impl Metrics {
             upstream_duration: Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                 60.0,
+            ]),
+            delivery_latency: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
             ]),
             config_reloads: Family::default(),
             publish_errors: Family::default(),
@@ -136,6 +143,14 @@ impl Metrics {
             "Time from request to the end of the upstream response",
             prometheus_client::registry::Unit::Seconds,
             m.upstream_duration.clone(),
+        );
+        registry.register_with_unit(
+            "delivery_latency",
+            "Time from an event's acceptance (published here or read from Redis) to \
+             the write of its frame to a stream's connection; observed once per \
+             write, for the oldest event it carries",
+            prometheus_client::registry::Unit::Seconds,
+            m.delivery_latency.clone(),
         );
         registry.register(
             "config_reloads",

@@ -13,7 +13,7 @@ use support::upstream::Upstream;
 use support::{Opts, Sidecast, WAIT};
 
 /// Every family the README lists (Operating sidecast, metrics), with its type.
-const FAMILIES: [(&str, &str); 15] = [
+const FAMILIES: [(&str, &str); 16] = [
     ("sidecast_streams_open", "gauge"),
     ("sidecast_events_published_total", "counter"),
     ("sidecast_events_delivered_total", "counter"),
@@ -24,6 +24,7 @@ const FAMILIES: [(&str, &str); 15] = [
     ("sidecast_auth_failures_total", "counter"),
     ("sidecast_proxy_requests_total", "counter"),
     ("sidecast_upstream_duration_seconds", "histogram"),
+    ("sidecast_delivery_latency_seconds", "histogram"),
     ("sidecast_config_reloads_total", "counter"),
     ("sidecast_publish_errors_total", "counter"),
     ("sidecast_accept_errors_total", "counter"),
@@ -143,6 +144,27 @@ async fn metrics_move_with_streams_events_and_proxied_requests() {
         |name: &str, labels: &[(&str, &str)]| m.value(name, labels) - before.value(name, labels);
     assert_eq!(moved("sidecast_events_published_total", &[]), 2.0);
     assert_eq!(moved("sidecast_events_delivered_total", &[]), 6.0);
+    // Fan-out latency: one observation per write, so each stream's two
+    // events took one or two; observed once the write returned, which may
+    // be just after the client read them.
+    let count = "sidecast_delivery_latency_seconds_count";
+    support::eventually("every stream's writes are observed", || async {
+        Scrape::get(&sc.admin).await.value(count, &[]) - before.value(count, &[]) >= 3.0
+    })
+    .await;
+    let m2 = Scrape::get(&sc.admin).await;
+    let writes = m2.value(count, &[]) - before.value(count, &[]);
+    assert!(
+        (3.0..=6.0).contains(&writes),
+        "{writes} writes\n{}",
+        m2.text
+    );
+    let waited = m2.value("sidecast_delivery_latency_seconds_sum", &[])
+        - before.value("sidecast_delivery_latency_seconds_sum", &[]);
+    assert!(
+        waited > 0.0 && waited < writes * WAIT.as_secs_f64(),
+        "{waited}"
+    );
 
     drop(streams);
     support::eventually("the gauge goes back", || async {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 
@@ -125,6 +126,7 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
     handle: &StreamHandle,
     first: Vec<Bytes>,
     s: Settings,
+    latency: &Histogram,
 ) -> Ended {
     if let Err(e) = or_slow(pin!(write_frames(io, &first)), handle).await {
         return e;
@@ -152,6 +154,12 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
                     let frame = |i: usize| batch[i].bytes(s.chunked);
                     if let Err(e) = or_slow(pin!(write_slices(io, batch.len(), frame)), handle).await {
                         return e;
+                    }
+                    // Once per write (not per event: the histogram's
+                    // atomics would cost the fan-out more than they tell),
+                    // for its oldest event, the one that waited longest.
+                    if let Some(oldest) = batch.first() {
+                        latency.observe(oldest.published.elapsed().as_secs_f64());
                     }
                     // A burst's room is not kept by an idle stream.
                     if batch.capacity() > 4 {
@@ -243,7 +251,8 @@ mod tests {
             chunked: true,
             expires: None,
         };
-        let task = run(&mut io, &h, Vec::new(), s);
+        let latency = Histogram::new([1.0]);
+        let task = run(&mut io, &h, Vec::new(), s, &latency);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1024, "the stream future is {size} bytes");
     }
@@ -306,7 +315,8 @@ mod tests {
         };
         let stream = {
             let h = h.clone();
-            tokio::spawn(async move { run(&mut io, &h, Vec::new(), s).await })
+            let latency = Histogram::new([1.0]);
+            tokio::spawn(async move { run(&mut io, &h, Vec::new(), s, &latency).await })
         };
         let step = |secs: u64| tokio::time::sleep(Duration::from_secs(secs));
         step(6).await;

@@ -51,7 +51,14 @@ impl Opened {
         let started = std::time::Instant::now();
         let handle = &self.handle;
         tracing::info!(target: "sidecast::stream", stream = handle.id, route = %self.route, user = handle.user.as_deref().unwrap_or("-"), "stream opened");
-        let ended = stream::run(&mut io, handle, self.first, self.settings).await;
+        let ended = stream::run(
+            &mut io,
+            handle,
+            self.first,
+            self.settings,
+            &self.metrics.delivery_latency,
+        )
+        .await;
         self.hub.unsubscribe(handle);
         self.gauge.dec();
         self.metrics.closed(ended.label());
