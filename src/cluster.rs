@@ -161,11 +161,14 @@ impl Unavailable {
         matches!(self, Unavailable::NotSent(_))
     }
 
-    /// An error from a request already sent: a refusal to connect is
-    /// certain, anything else leaves the outcome open.
+    /// An error from a command already sent on the commands' connection:
+    /// a refusal to connect is certain, anything else leaves the outcome
+    /// open.
     fn after_send(e: RedisError) -> Unavailable {
         if e.is_connection_refusal() {
             Unavailable::NotSent(e)
+        } else if e.is_timeout() {
+            Unavailable::NoAnswer(NoAnswer::Timeout(COMMAND_TIMEOUT))
         } else {
             Unavailable::NoAnswer(NoAnswer::Lost(e))
         }
@@ -612,5 +615,49 @@ impl Cluster {
             reconnect: Null,
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> RedisError {
+        std::io::Error::from(kind).into()
+    }
+
+    #[test]
+    fn a_failure_after_sending_is_not_published_only_when_refused() {
+        let refused = Unavailable::after_send(io(std::io::ErrorKind::ConnectionRefused));
+        assert!(refused.nothing_done(), "{refused}");
+        let timeout = Unavailable::after_send(io(std::io::ErrorKind::TimedOut));
+        assert!(!timeout.nothing_done());
+        assert_eq!(
+            timeout.to_string(),
+            "Redis did not answer: no answer within 5s"
+        );
+        let lost = Unavailable::after_send(io(std::io::ErrorKind::BrokenPipe));
+        assert!(
+            matches!(lost, Unavailable::NoAnswer(NoAnswer::Lost(_))),
+            "{lost}"
+        );
+    }
+
+    #[test]
+    fn not_durable_says_how_many_confirmed() {
+        let short = Unavailable::NotDurable {
+            acked: Acked::Count(0),
+            wanted: 1,
+        };
+        assert!(!short.nothing_done());
+        assert_eq!(
+            short.to_string(),
+            "appended to the Redis log, but 0 of the 1 Redis replicas asked for \
+             (wait_replicas) confirmed within 2s: not confirmed durable"
+        );
+        let unknown = Acked::Unknown(io(std::io::ErrorKind::BrokenPipe));
+        assert!(unknown
+            .to_string()
+            .starts_with("an unknown number (WAIT failed: "));
     }
 }

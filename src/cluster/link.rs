@@ -4,10 +4,10 @@
 //!
 //! - It learns of a lost connection only from the next command sent on it,
 //!   which then fails after it may have reached Redis. A publisher must be
-//!   told "nothing was published" only when that is certain, so once the
-//!   link is suspect (the log reader lost Redis, or a command failed) the
-//!   next user first sends a `PING`: when that fails, nothing of its own
-//!   was sent.
+//!   told "nothing was published" only when that is certain, so while the
+//!   link is suspect (not used yet, the log reader lost Redis, or a
+//!   command failed) the next user first sends a `PING`: when that fails,
+//!   nothing of its own was sent.
 //! - When a connection cannot be made, it tries again only after an I/O
 //!   failure. A connection that failed otherwise (a password Redis does
 //!   not take, a reply it cannot parse) would be kept failed for good, so
@@ -58,7 +58,10 @@ impl Link {
             client,
             config,
             manager: ArcSwap::from_pointee(manager),
-            suspect: AtomicBool::new(false),
+            // Not yet connected: the first use connects with a PING too, so
+            // that a connection that cannot be made is told apart from a
+            // request that got no answer.
+            suspect: AtomicBool::new(true),
         })
     }
 
