@@ -238,8 +238,13 @@ where
 mod tests {
     use super::*;
 
-    fn from<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, String> {
-        serde_json::from_value(v).map_err(|e| e.to_string())
+    fn from<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, serde_json::Error> {
+        serde_json::from_value(v)
+    }
+
+    /// What deserializing `v` as a `T` is refused with.
+    fn refused<T: for<'de> Deserialize<'de> + fmt::Debug>(v: Value) -> String {
+        from::<T>(v).unwrap_err().to_string()
     }
 
     #[test]
@@ -261,9 +266,9 @@ mod tests {
             EventName::try_from("n".repeat(64)).map(|n| n.0.len()),
             Ok(64)
         );
-        let e = from::<EventName>(serde_json::json!(1)).unwrap_err();
+        let e = refused::<EventName>(serde_json::json!(1));
         assert!(e.contains("expected an event name"), "{e}");
-        let e = from::<EventName>(serde_json::json!("sidecast.x")).unwrap_err();
+        let e = refused::<EventName>(serde_json::json!("sidecast.x"));
         assert_eq!(e, "names beginning with sidecast. are reserved");
     }
 
@@ -274,14 +279,14 @@ mod tests {
         for bad in ["a b", "a//b", "a/*", ""] {
             assert!(TopicName::try_from(bad.to_owned()).is_err(), "{bad:?}");
         }
-        let e = from::<TopicName>(serde_json::json!(5)).unwrap_err();
+        let e = refused::<TopicName>(serde_json::json!(5));
         assert!(e.contains("expected a topic name (a string)"), "{e}");
         let list = from::<Topics>(serde_json::json!(["a", "b", "a"])).unwrap();
         let names: Vec<&str> = list.0.iter().map(Topic::as_str).collect();
         assert_eq!(names, ["a", "b"], "each once, in order");
-        let e = from::<Topics>(serde_json::json!([])).unwrap_err();
+        let e = refused::<Topics>(serde_json::json!([]));
         assert_eq!(e, "expected at least one topic");
-        let e = from::<Topics>(serde_json::json!("a")).unwrap_err();
+        let e = refused::<Topics>(serde_json::json!("a"));
         assert!(e.contains("expected an array of topic names"), "{e}");
     }
 
@@ -301,10 +306,10 @@ mod tests {
 
     #[test]
     fn retry_and_data() {
-        assert_eq!(from::<Retry>(serde_json::json!(0)), Ok(Retry(0)));
+        assert_eq!(from::<Retry>(serde_json::json!(0)).unwrap(), Retry(0));
         assert_eq!(
-            from::<Retry>(serde_json::json!(86_400_000)),
-            Ok(Retry(86_400_000))
+            from::<Retry>(serde_json::json!(86_400_000)).unwrap(),
+            Retry(86_400_000)
         );
         for bad in [
             serde_json::json!(86_400_001),
@@ -312,7 +317,7 @@ mod tests {
             serde_json::json!(1.5),
             serde_json::json!("5s"),
         ] {
-            let e = from::<Retry>(bad.clone()).unwrap_err();
+            let e = refused::<Retry>(bad.clone());
             assert!(
                 e.contains("expected milliseconds, a whole number from 0 to 86400000"),
                 "{bad}: {e}"
