@@ -117,9 +117,12 @@ class Run:
             ts = [topics[(i + k) % len(topics)] for k in range(per_sub)]
             specs[i % procs].append({"idx": i, "topics": ts, "ports": ports,
                                      "first": i % len(ports)})
-        offset = time.monotonic() - self.t0
+        # The run's own start on the one monotonic clock of this machine
+        # (CLOCK_MONOTONIC, shared by every process): an offset taken here
+        # would lag in the worker by however long it took to start, and
+        # put what the workers see that long before the faults' marks.
         for k, subs in enumerate(specs):
-            w = Worker({"subs": subs, "t_offset": offset, "batch": batch},
+            w = Worker({"subs": subs, "t0": self.t0, "batch": batch},
                        os.path.join(self.dir, f"sub{k}.log"))
             self.workers.append(w)
         opened = 0

@@ -312,7 +312,7 @@ class Sub:
 
 class Worker:
     def __init__(self, spec):
-        self.t0 = time.monotonic() - spec.get("t_offset", 0)
+        self.t0 = spec.get("t0", time.monotonic())
         self.epochs = {}
         self.stopping = False
         self.subs = [Sub(self, s["idx"], s["topics"], s["ports"], s["first"])

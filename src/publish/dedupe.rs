@@ -26,6 +26,26 @@ pub struct KeyReused {
     pub field: String,
 }
 
+impl KeyReused {
+    /// The request's key (the `Idempotency-Key` header).
+    pub fn request(key: String) -> KeyReused {
+        KeyReused {
+            key,
+            what: "request body",
+            field: "Idempotency-Key".into(),
+        }
+    }
+
+    /// The key of the batch's event `i`.
+    pub fn event(key: String, i: usize) -> KeyReused {
+        KeyReused {
+            key,
+            what: "event",
+            field: format!("[{i}].idempotency_key"),
+        }
+    }
+}
+
 /// An event's content as a retry must repeat it: topics, name, data,
 /// retry and user (the key itself is not content).
 fn event_fingerprint(e: &NewEvent) -> Fingerprint {
@@ -100,11 +120,7 @@ impl Dedupe {
         if let (Some(k), Some(fp)) = (&request_key, &request_fp) {
             if let Some((ids, first)) = self.requests.get(k) {
                 if first != fp {
-                    return Err(KeyReused {
-                        key: k.clone(),
-                        what: "request body",
-                        field: "Idempotency-Key".into(),
-                    });
+                    return Err(KeyReused::request(k.clone()));
                 }
                 return Ok(ids.clone());
             }
@@ -118,11 +134,7 @@ impl Dedupe {
             let slot = match key {
                 None => Slot::Fresh,
                 Some((k, fp)) => {
-                    let reused = || KeyReused {
-                        key: k.clone(),
-                        what: "event",
-                        field: format!("[{i}].idempotency_key"),
-                    };
+                    let reused = || KeyReused::event(k.clone(), i);
                     if let Some((id, first)) = self.events.get(k) {
                         if first != fp {
                             return Err(reused());

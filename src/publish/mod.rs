@@ -4,10 +4,11 @@
 
 pub mod body;
 mod dedupe;
+mod fields;
+mod log;
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -16,17 +17,16 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::auth::jwt::grants_claim;
-use crate::events::frame::NewEvent;
-use crate::events::queue::Close;
 use crate::state::Shared;
 use crate::topic::{granted, Pattern, Topic};
 use body::BodyError;
-use dedupe::Dedupe;
+use fields::IdempotencyKey;
+use log::{Log, PublishError};
 
 /// The publish API's state.
 pub struct Publisher {
     shared: Arc<Shared>,
-    dedupe: Mutex<Dedupe>,
+    log: Log,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -46,6 +46,11 @@ fn error(status: u16, code: &str, field: Option<&str>, message: &str) -> Resp {
         v["field"] = json!(f);
     }
     json_resp(status, &v)
+}
+
+/// `400` for a body refused, naming the field.
+fn bad_body(BodyError { field, message }: BodyError) -> Resp {
+    error(400, "bad_request", Some(&field), &message)
 }
 
 /// `503` when cluster mode cannot reach Redis: never a silent drop, and
@@ -96,8 +101,8 @@ type Caller = Option<Vec<Pattern>>;
 impl Publisher {
     pub fn new(shared: Arc<Shared>) -> Arc<Publisher> {
         Arc::new(Publisher {
+            log: Log::new(shared.hub.clone(), shared.cluster.clone()),
             shared,
-            dedupe: Mutex::new(Dedupe::default()),
         })
     }
 
@@ -260,13 +265,14 @@ impl Publisher {
     }
 
     async fn publish(&self, req: Request<Incoming>, caller: Caller) -> Resp {
-        let request_key = req
-            .headers()
-            .get("idempotency-key")
-            .map(|v| v.to_str().map(str::to_owned));
+        let request_key = req.headers().get("idempotency-key").map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|k| IdempotencyKey::try_from(k.to_owned()).ok())
+        });
         let request_key = match request_key {
-            Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Some(k),
-            Some(_) => {
+            Some(Some(IdempotencyKey(k))) => Some(k),
+            Some(None) => {
                 let r = error(
                     400,
                     "bad_request",
@@ -291,9 +297,7 @@ impl Publisher {
         };
         let events = match body::parse(kind, &bytes) {
             Ok(e) => e,
-            Err(BodyError { field, message }) => {
-                return error(400, "bad_request", Some(&field), &message)
-            }
+            Err(e) => return bad_body(e),
         };
         if let Some(grants) = &caller {
             for (i, e) in events.iter().enumerate() {
@@ -307,52 +311,12 @@ impl Publisher {
                 }
             }
         }
-        if let Some(cluster) = &self.shared.cluster {
-            use crate::cluster::PublishError;
-            let window = self.shared.runtime().config.publish.dedupe_window;
-            return match cluster
-                .publish(&events, request_key.as_deref(), window)
-                .await
-            {
-                Ok(ids) => json_resp(202, &json!({ "ids": ids })),
-                Err(PublishError::Unavailable(e)) => unavailable(&e),
-                Err(PublishError::KeyReused(key)) => {
-                    let (field, what) = if request_key.as_deref() == Some(key.as_str()) {
-                        ("Idempotency-Key".to_owned(), "request body")
-                    } else {
-                        let i = events
-                            .iter()
-                            .position(|e| e.idempotency_key.as_deref() == Some(key.as_str()))
-                            .unwrap_or(0);
-                        (format!("[{i}].idempotency_key"), "event")
-                    };
-                    key_reused(&key, &field, what)
-                }
-            };
-        }
-        match self.accept(events, request_key) {
-            Ok(ids) => json_resp(202, &json!({ "ids": ids })),
-            Err(e) => key_reused(&e.key, &e.field, e.what),
-        }
-    }
-
-    /// Publishes what is new of a checked batch and answers every event's
-    /// id; the idempotency check and the publish are one step.
-    fn accept(
-        &self,
-        events: Vec<NewEvent>,
-        request_key: Option<String>,
-    ) -> Result<Vec<String>, dedupe::KeyReused> {
-        // Without any key there is nothing to check: no second lock, and
-        // the events are framed outside every lock.
-        if request_key.is_none() && events.iter().all(|e| e.idempotency_key.is_none()) {
-            return Ok(self.shared.hub.publish(&events));
-        }
         let window = self.shared.runtime().config.publish.dedupe_window;
-        let mut d = self.dedupe.lock().unwrap_or_else(|e| e.into_inner());
-        d.accept(events, request_key, window, Instant::now(), |fresh| {
-            self.shared.hub.publish(fresh)
-        })
+        match self.log.publish(events, request_key, window).await {
+            Ok(ids) => json_resp(202, &json!({ "ids": ids })),
+            Err(PublishError::Unavailable(e)) => unavailable(&e),
+            Err(PublishError::KeyReused(e)) => key_reused(&e.key, &e.field, e.what),
+        }
     }
 
     async fn disconnect(&self, req: Request<Incoming>, caller: Caller) -> Resp {
@@ -368,89 +332,11 @@ impl Publisher {
                 "expected application/json",
             );
         }
-        let v: Value = match serde_json::from_slice(&bytes) {
-            Ok(Value::Object(o)) => Value::Object(o),
-            Ok(_) => {
-                return error(
-                    400,
-                    "bad_request",
-                    Some("body"),
-                    "expected an object such as {\"user\": \"alice\"}",
-                )
-            }
-            Err(e) => {
-                return error(
-                    400,
-                    "bad_request",
-                    Some("body"),
-                    &format!("invalid JSON: {e}"),
-                )
-            }
+        let d = match body::disconnect(&bytes) {
+            Ok(d) => d,
+            Err(e) => return bad_body(e),
         };
-        if let Some(k) = v.as_object().and_then(|o| {
-            o.keys()
-                .find(|k| !["user", "topic", "reason", "reconnect"].contains(&k.as_str()))
-        }) {
-            return error(
-                400,
-                "bad_request",
-                Some(k),
-                "unknown field (known: user, topic, reason, reconnect)",
-            );
-        }
-        let user = match v.get("user") {
-            None => None,
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(_) => {
-                return error(
-                    400,
-                    "bad_request",
-                    Some("user"),
-                    "expected a non-empty string",
-                )
-            }
-        };
-        let topic = match v.get("topic") {
-            None => None,
-            Some(Value::String(s)) => match Topic::parse(s) {
-                Ok(t) => Some(t),
-                Err(e) => return error(400, "bad_request", Some("topic"), &e.to_string()),
-            },
-            Some(_) => return error(400, "bad_request", Some("topic"), "expected a topic name"),
-        };
-        if user.is_none() && topic.is_none() {
-            return error(
-                400,
-                "bad_request",
-                Some("user"),
-                "give user, topic, or both",
-            );
-        }
-        let reason = match v.get("reason") {
-            None => "disconnected".to_owned(),
-            Some(Value::String(s)) if s.len() <= 256 => s.clone(),
-            Some(_) => {
-                return error(
-                    400,
-                    "bad_request",
-                    Some("reason"),
-                    "expected a string of at most 256 bytes",
-                )
-            }
-        };
-        let reconnect = match v.get("reconnect") {
-            None => true,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                return error(
-                    400,
-                    "bad_request",
-                    Some("reconnect"),
-                    "expected true or false",
-                )
-            }
-        };
-        if let (Some(grants), Some(t)) = (&caller, &topic) {
+        if let (Some(grants), Some(t)) = (&caller, &d.topic) {
             if !granted(grants, t) {
                 return error(
                     403,
@@ -460,21 +346,14 @@ impl Publisher {
                 );
             }
         }
-        if let Some(cluster) = &self.shared.cluster {
-            return match cluster
-                .disconnect(user.as_deref(), topic.as_ref(), &reason, reconnect)
-                .await
-            {
-                Ok(closed) => json_resp(200, &json!({ "closed": closed })),
-                Err(e) => unavailable(&e),
-            };
+        let closed = self
+            .log
+            .disconnect(d.user.as_deref(), d.topic.as_ref(), d.reason, d.reconnect)
+            .await;
+        match closed {
+            Ok(closed) => json_resp(200, &json!({ "closed": closed })),
+            Err(e) => unavailable(&e),
         }
-        let closed = self.shared.hub.disconnect(
-            user.as_deref(),
-            topic.as_ref(),
-            Close::Disconnect { reason, reconnect },
-        );
-        json_resp(200, &json!({ "closed": closed }))
     }
 
     fn topics(&self, caller: Caller) -> Resp {
@@ -508,14 +387,13 @@ impl Publisher {
             None => json!({"topic": topic, "streams": 0, "last_id": null, "held": 0}),
         };
         let mut known = info.is_some();
-        if let Some(cluster) = &self.shared.cluster {
-            match cluster.cluster_streams(&topic).await {
-                Ok(n) => {
-                    known |= n > 0;
-                    body["cluster_streams"] = json!(n);
-                }
-                Err(e) => return unavailable(&e),
+        match self.log.cluster_streams(&topic).await {
+            Ok(Some(n)) => {
+                known |= n > 0;
+                body["cluster_streams"] = json!(n);
             }
+            Ok(None) => {}
+            Err(e) => return unavailable(&e),
         }
         if known {
             json_resp(200, &body)
