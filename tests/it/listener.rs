@@ -423,70 +423,6 @@ async fn pipelined_requests_are_answered_in_order_or_closed() {
     assert_eq!(r.json()["uri"], "/p3");
 }
 
-/// sidecast started under a small open-file limit, read like
-/// `Sidecast::start` does.
-struct Limited {
-    child: std::process::Child,
-    public: String,
-    admin: String,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Drop for Limited {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_limited(up: &Upstream, nofile: u32) -> Limited {
-    use std::io::BufRead;
-    let mut opts = Opts::new(&up.url());
-    opts.listen = "head_timeout = \"30s\"".into();
-    let dir = support::temp_dir("nofile");
-    let cfg = dir.join("sidecar.toml");
-    std::fs::write(&cfg, opts.toml()).unwrap();
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -n {nofile} && exec \"$0\" --config \"$1\"",))
-        .arg(env!("CARGO_BIN_EXE_sidecast"))
-        .arg(&cfg)
-        .env_remove("RUST_LOG")
-        .env("SIDECAST_JWT_SECRET", support::SECRET)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("sidecast listening") {
-                    let _ = tx.send(line.clone());
-                }
-                log.lock().unwrap().push(line);
-            }
-        });
-    }
-    let line = rx.recv_timeout(WAIT).expect("sidecast listening");
-    let field = |name: &str| {
-        let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-        line[start..].split(' ').next().unwrap().to_owned()
-    };
-    Limited {
-        public: field("public"),
-        admin: field("admin"),
-        child,
-        log,
-    }
-}
-
 /// CPU time (user + system) of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -498,22 +434,18 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_file_descriptors_pauses_accepting() {
     let up = Upstream::start("app").await;
-    let mut sc = start_limited(&up, 64);
+    let mut opts = Opts::new(&up.url());
+    opts.listen = "head_timeout = \"30s\"".into();
+    opts.nofile = Some(64);
+    let mut sc = Sidecast::start(&opts);
     // Hold more idle connections than the process may have files.
     let mut held = Vec::new();
     for _ in 0..100 {
         held.push(tokio::net::TcpStream::connect(&sc.public).await.unwrap());
     }
-    let log_has_failure = || {
-        sc.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("accept failed"))
-    };
-    support::eventually("an accept failure logged", || async { log_has_failure() }).await;
+    sc.log_with(&["accept failed"]).await;
     // Let the condition last, and watch that nothing spins meanwhile.
-    let pid = sc.child.id();
+    let pid = sc.pid();
     let before = cpu_ticks(pid);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -561,7 +493,7 @@ async fn running_out_of_file_descriptors_pauses_accepting() {
         .unwrap_or(0.0);
     assert!(count >= 1.0, "{}", m.text());
     assert!(
-        sc.child.try_wait().unwrap().is_none(),
+        !sc.has_exited(),
         "sidecast exited: {:?}",
         sc.log.lock().unwrap()
     );

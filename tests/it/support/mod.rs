@@ -59,6 +59,9 @@ pub struct Opts {
     pub upstream_extra: String,
     pub extra: String,
     pub env: Vec<(String, String)>,
+    /// The open-file limit sidecast runs under (`ulimit -n`), for a test
+    /// that runs it out of files; `None` leaves it the suite's.
+    pub nofile: Option<u32>,
 }
 
 impl Opts {
@@ -71,6 +74,7 @@ impl Opts {
             upstream_extra: String::new(),
             extra: String::new(),
             env: vec![("SIDECAST_JWT_SECRET".into(), SECRET.into())],
+            nofile: None,
         }
     }
 
@@ -101,12 +105,28 @@ impl Sidecast {
         let dir = temp_dir("sc");
         let cfg = dir.join("sidecar.toml");
         std::fs::write(&cfg, opts.toml()).expect("write config");
-        Sidecast::start_file(&cfg, &opts.env)
+        Sidecast::launch(&cfg, &opts.env, opts.nofile)
     }
 
     /// Starts sidecast on an existing config file.
     pub fn start_file(cfg: &Path, env: &[(String, String)]) -> Sidecast {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecast"));
+        Sidecast::launch(cfg, env, None)
+    }
+
+    fn launch(cfg: &Path, env: &[(String, String)], nofile: Option<u32>) -> Sidecast {
+        let bin = env!("CARGO_BIN_EXE_sidecast");
+        let mut cmd = match nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                // The shell lowers the limit, then becomes sidecast (exec):
+                // the child's pid is sidecast's own.
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                sh
+            }
+        };
         cmd.arg("--config")
             .arg(cfg)
             .env_remove("RUST_LOG")
@@ -173,6 +193,13 @@ impl Sidecast {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Whether the process has ended, without waiting for it.
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().expect("try_wait").is_some())
     }
 
     pub fn signal(&self, sig: &str) {
