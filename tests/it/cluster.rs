@@ -2,42 +2,16 @@
 use crate::support;
 
 use serde_json::json;
-use support::redis::Redis;
+use support::redis::{all_connected, replica, Redis};
 use support::sse::Sse;
 use support::upstream::Upstream;
 use support::{eventually, http, Opts, Sidecast};
 
-fn replica(up: &Upstream, redis: &Redis) -> Sidecast {
-    let mut o = Opts::new(&up.url());
-    o.extra = format!(
-        "[cluster]\nredis = \"{}\"\nstartup_timeout = \"5s\"\n",
-        redis.url()
-    );
-    Sidecast::start(&o)
-}
-
-/// Waits until every replica says it is connected to Redis.
-async fn all_connected(replicas: &[&Sidecast]) {
-    for sc in replicas {
-        eventually("replica connected to Redis", || async {
-            ready(sc).await["cluster"] == "connected"
-        })
-        .await;
-    }
-}
-
-async fn ready(sc: &Sidecast) -> serde_json::Value {
-    http::request(&sc.admin, "GET", "/readyz", &[], b"")
-        .await
-        .json()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_every_replica_and_replay_anywhere() {
-    if !support::require("redis-server") {
+    let Some(redis) = Redis::required(false) else {
         return;
-    }
-    let redis = Redis::start(false);
+    };
     let up = Upstream::start("app").await;
     let (a, b, c) = (
         replica(&up, &redis),
@@ -95,10 +69,9 @@ async fn events_reach_every_replica_and_replay_anywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_targeting_grants_disconnect_and_counts_across_replicas() {
-    if !support::require("redis-server") {
+    let Some(redis) = Redis::required(false) else {
         return;
-    }
-    let redis = Redis::start(false);
+    };
     let up = Upstream::start("app").await;
     let (a, b) = (replica(&up, &redis), replica(&up, &redis));
     all_connected(&[&a, &b]).await;
@@ -171,10 +144,9 @@ async fn user_targeting_grants_disconnect_and_counts_across_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_refuses_publish_then_resumes_without_loss() {
-    if !support::require("redis-server") {
+    let Some(mut redis) = Redis::required(true) else {
         return;
-    }
-    let mut redis = Redis::start(true);
+    };
     let up = Upstream::start("app").await;
     let a = replica(&up, &redis);
     let b = replica(&up, &redis);
@@ -245,10 +217,9 @@ async fn redis_outage_refuses_publish_then_resumes_without_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_data_loss_gives_a_reset_not_a_wrong_replay() {
-    if !support::require("redis-server") {
+    let Some(mut redis) = Redis::required(false) else {
         return;
-    }
-    let mut redis = Redis::start(false);
+    };
     let up = Upstream::start("app").await;
     let a = replica(&up, &redis);
     all_connected(&[&a]).await;
@@ -286,10 +257,9 @@ async fn redis_data_loss_gives_a_reset_not_a_wrong_replay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_are_global_and_keys_share_the_hash_tag() {
-    if !support::require("redis-server") {
+    let Some(redis) = Redis::required(false) else {
         return;
-    }
-    let redis = Redis::start(false);
+    };
     let up = Upstream::start("app").await;
     let (a, b) = (replica(&up, &redis), replica(&up, &redis));
     all_connected(&[&a, &b]).await;
@@ -340,16 +310,12 @@ async fn idempotency_keys_are_global_and_keys_share_the_hash_tag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_replicas_holds_the_202_until_a_redis_replica_has_the_event() {
-    if !support::require("redis-server") {
+    let Some(primary) = Redis::required(false) else {
         return;
-    }
-    let primary = Redis::start(false);
+    };
     let up = Upstream::start("app").await;
     let mut o = Opts::new(&up.url());
-    o.extra = format!(
-        "[cluster]\nredis = \"{}\"\nwait_replicas = 1\n",
-        primary.url()
-    );
+    o.extra = primary.cluster_toml("wait_replicas = 1\n");
     let sc = Sidecast::start(&o);
     all_connected(&[&sc]).await;
     // No Redis replica yet: WAIT cannot be satisfied, so no 202.
@@ -402,10 +368,9 @@ async fn wait_replicas_holds_the_202_until_a_redis_replica_has_the_event() {
 /// already holds every event of the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_waits_for_the_backfill_from_redis() {
-    if !support::require("redis-server") {
+    let Some(redis) = Redis::required(false) else {
         return;
-    }
-    let redis = Redis::start(false);
+    };
     let up = Upstream::start("app").await;
     let a = replica(&up, &redis);
     all_connected(&[&a]).await;
@@ -430,10 +395,7 @@ async fn readiness_waits_for_the_backfill_from_redis() {
         .port();
     let admin = format!("127.0.0.1:{admin_port}");
     let mut o = Opts::new(&up.url());
-    o.extra = format!(
-        "[cluster]\nredis = \"{}\"\nstartup_timeout = \"60s\"\n",
-        redis.url()
-    );
+    o.extra = redis.cluster_toml("startup_timeout = \"60s\"\n");
     let dir = support::temp_dir("backfill");
     let cfg = dir.join("sidecar.toml");
     std::fs::write(

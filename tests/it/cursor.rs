@@ -11,7 +11,7 @@ use crate::support;
 use serde_json::json;
 use support::delivery::{poll, publish_with, streams_on};
 use support::http::Response;
-use support::redis::Redis;
+use support::redis::{all_connected, replica, Redis};
 use support::sse::{Block, Sse};
 use support::upstream::Upstream;
 use support::{eventually, http, Opts, Sidecast, WAIT};
@@ -302,37 +302,14 @@ async fn a_long_poll_answers_a_cursor_to_resume_from() {
     assert_eq!(p.next, second);
 }
 
-fn replica(up: &Upstream, redis: &Redis) -> Sidecast {
-    let mut o = Opts::new(&up.url());
-    o.extra = format!(
-        "[cluster]\nredis = \"{}\"\nstartup_timeout = \"5s\"\n",
-        redis.url()
-    );
-    Sidecast::start(&o)
-}
-
-/// Waits until every replica says it is connected to Redis.
-async fn all_connected(replicas: &[&Sidecast]) {
-    for sc in replicas {
-        eventually("replica connected to Redis", || async {
-            http::request(&sc.admin, "GET", "/readyz", &[], b"")
-                .await
-                .json()["cluster"]
-                == "connected"
-        })
-        .await;
-    }
-}
-
 /// Cluster mode: the cursor a replica gives is the cluster's (the Redis
 /// epoch's) id; cut by `POST /disconnect` sent to the other replica, the
 /// client is replayed on either replica what was published on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_a_cursor_from_one_replica_resumes_on_any() {
-    if !support::require("redis-server") {
+    let Some(redis) = Redis::required(false) else {
         return;
-    }
-    let redis = Redis::start(false);
+    };
     let up = Upstream::start("app").await;
     let (a, b) = (replica(&up, &redis), replica(&up, &redis));
     all_connected(&[&a, &b]).await;
@@ -382,10 +359,9 @@ async fn in_a_cluster_a_cursor_from_one_replica_resumes_on_any() {
 /// resumes on the other replica with what was published meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_joining_a_redis_with_history_gives_the_clusters_newest_id() {
-    if !support::require("redis-server") {
+    let Some(redis) = Redis::required(false) else {
         return;
-    }
-    let redis = Redis::start(false);
+    };
     let up = Upstream::start("app").await;
     let a = replica(&up, &redis);
     all_connected(&[&a]).await;

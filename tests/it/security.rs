@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use conn::Conn;
 use serde_json::json;
-use support::redis::Redis;
+use support::redis::{all_connected, replica, replica_opts, Redis};
 use support::sse::Sse;
 use support::upstream::{echoed_header, Upstream};
 use support::{eventually, http, Opts, Sidecast, WAIT};
@@ -336,34 +336,14 @@ async fn a_reused_idempotency_key_is_refused_and_publishes_nothing() {
     reused_keys_are_refused(&sc).await;
 }
 
-fn cluster_opts(up: &Upstream, redis: &Redis, extra: &str) -> Opts {
-    let mut o = Opts::new(&up.url());
-    o.extra = format!(
-        "[cluster]\nredis = \"{}\"\nstartup_timeout = \"5s\"\n{extra}",
-        redis.url()
-    );
-    o
-}
-
-async fn connected(sc: &Sidecast) {
-    eventually("connected to Redis", || async {
-        http::request(&sc.admin, "GET", "/readyz", &[], b"")
-            .await
-            .json()["cluster"]
-            == "connected"
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_idempotency_key_is_refused_in_a_cluster() {
-    if !support::require("redis-server") {
+    let Some(redis) = Redis::required(false) else {
         return;
-    }
-    let redis = Redis::start(false);
+    };
     let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&cluster_opts(&up, &redis, ""));
-    connected(&sc).await;
+    let sc = replica(&up, &redis);
+    all_connected(&[&sc]).await;
     reused_keys_are_refused(&sc).await;
 }
 
@@ -379,13 +359,12 @@ fn signal(pid: u32, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_redis_gives_an_unknown_outcome_and_a_keyed_retry_publishes_once() {
-    if !support::require("redis-server") {
+    let Some(redis) = Redis::required(false) else {
         return;
-    }
-    let redis = Redis::start(false);
+    };
     let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&cluster_opts(&up, &redis, ""));
-    connected(&sc).await;
+    let sc = replica(&up, &redis);
+    all_connected(&[&sc]).await;
     let mut s = subscribe(&sc, "h").await;
     sc.publish_one("h", "before").await;
     assert_eq!(
@@ -432,13 +411,12 @@ async fn a_hanging_redis_gives_an_unknown_outcome_and_a_keyed_retry_publishes_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_refusing_connections_says_nothing_was_published() {
-    if !support::require("redis-server") {
+    let Some(mut redis) = Redis::required(false) else {
         return;
-    }
-    let mut redis = Redis::start(false);
+    };
     let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&cluster_opts(&up, &redis, ""));
-    connected(&sc).await;
+    let sc = replica(&up, &redis);
+    all_connected(&[&sc]).await;
     redis.kill();
     eventually("disconnected from Redis", || async {
         http::request(&sc.admin, "GET", "/readyz", &[], b"")
@@ -458,13 +436,12 @@ async fn redis_refusing_connections_says_nothing_was_published() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmet_wait_replicas_is_an_unknown_outcome() {
-    if !support::require("redis-server") {
+    let Some(redis) = Redis::required(false) else {
         return;
-    }
-    let redis = Redis::start(false);
+    };
     let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&cluster_opts(&up, &redis, "wait_replicas = 1\n"));
-    connected(&sc).await;
+    let sc = Sidecast::start(&replica_opts(&up, &redis, "wait_replicas = 1\n"));
+    all_connected(&[&sc]).await;
     let (st, body) = publish_with(
         &sc,
         &[],

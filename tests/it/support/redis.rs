@@ -1,8 +1,12 @@
-//! A real `redis-server` on a free loopback port, for cluster tests.
+//! A real `redis-server` on a free loopback port, and the cluster set-up
+//! the tests share: replicas on it, and waiting until they are connected.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::upstream::Upstream;
+use super::{eventually, http, Opts, Sidecast};
 
 pub struct Redis {
     child: Option<Child>,
@@ -20,6 +24,13 @@ fn free_port() -> u16 {
 }
 
 impl Redis {
+    /// Starts Redis for a test that needs it: `None` when `redis-server` is
+    /// not installed and skipping is allowed ([`super::require`]); the test
+    /// then returns.
+    pub fn required(persistent: bool) -> Option<Redis> {
+        super::require("redis-server").then(|| Redis::start(persistent))
+    }
+
     /// Starts Redis; `persistent` turns on `appendonly yes` with
     /// `appendfsync always` in its own directory (data survives a restart).
     pub fn start(persistent: bool) -> Redis {
@@ -114,6 +125,12 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The `[cluster]` section naming this server, with `keys` (whole
+    /// lines) after its URL.
+    pub fn cluster_toml(&self, keys: &str) -> String {
+        format!("[cluster]\nredis = \"{}\"\n{keys}", self.url())
+    }
+
     /// Kills the server (SIGKILL: no goodbye, like a crash).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -133,5 +150,33 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Options of a replica in front of `up`, in cluster mode on `redis`, that
+/// waits for Redis at most 5 s at start-up; `keys`, more lines of
+/// `[cluster]`.
+pub fn replica_opts(up: &Upstream, redis: &Redis, keys: &str) -> Opts {
+    let mut o = Opts::new(&up.url());
+    o.extra = redis.cluster_toml(&format!("startup_timeout = \"5s\"\n{keys}"));
+    o
+}
+
+/// A replica with [`replica_opts`].
+pub fn replica(up: &Upstream, redis: &Redis) -> Sidecast {
+    Sidecast::start(&replica_opts(up, redis, ""))
+}
+
+/// Waits until every replica says on `/readyz` that it is connected to
+/// Redis.
+pub async fn all_connected(replicas: &[&Sidecast]) {
+    for sc in replicas {
+        eventually("replica connected to Redis", || async {
+            http::request(&sc.admin, "GET", "/readyz", &[], b"")
+                .await
+                .json()["cluster"]
+                == "connected"
+        })
+        .await;
     }
 }
