@@ -9,8 +9,7 @@ use serde_json::{json, Value};
 use support::http::{request, Response};
 use support::jwt::{self, now};
 use support::sse::Sse;
-use support::upstream::Upstream;
-use support::{Opts, Sidecast, SECRET, WAIT};
+use support::{Sidecast, SECRET, WAIT};
 
 fn token(claims: &Value) -> String {
     jwt::hs256(SECRET.as_bytes(), claims)
@@ -53,10 +52,7 @@ fn assert_401(r: &Response, code: &str, tok: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_sources_header_query_cookie() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.auth = "cookie = \"sess\"".into();
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) = support::start_with(|o| o.auth = "cookie = \"sess\"".into()).await;
     let tok = sc.token("alice", &["news"]);
 
     let s = Sse::open_token(&sc.public, "/events?topic=news", &tok).await;
@@ -96,14 +92,14 @@ async fn token_sources_header_query_cookie() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_tokens_never_reach_the_log() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    // A proxy route to a closed port: the upstream-down path logs too. The
-    // most verbose level: no library's debug line may print a token either.
-    opts.extra = "[[routes]]\nprefix = \"/dead\"\nupstream = \"http://127.0.0.1:1\"\n\
-                  [log]\nlevel = \"trace\"\n"
-        .into();
-    let sc = Sidecast::start(&opts);
+    let (up, sc) = support::start_with(|o| {
+        // A proxy route to a closed port: the upstream-down path logs too. The
+        // most verbose level: no library's debug line may print a token either.
+        o.extra = "[[routes]]\nprefix = \"/dead\"\nupstream = \"http://127.0.0.1:1\"\n\
+                      [log]\nlevel = \"trace\"\n"
+            .into();
+    })
+    .await;
     let tok = sc.token("alice", &["news"]);
     let sig = tok.rsplit('.').next().unwrap().to_owned();
 
@@ -156,11 +152,12 @@ async fn query_tokens_never_reach_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_is_401_with_a_reason_and_counted() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.auth =
-        "issuer = \"https://issuer.test\"\naudience = [\"api\", \"other\"]\nleeway = \"0s\"".into();
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) = support::start_with(|o| {
+        o.auth =
+            "issuer = \"https://issuer.test\"\naudience = [\"api\", \"other\"]\nleeway = \"0s\""
+                .into()
+    })
+    .await;
     let base = || {
         json!({"sub": "alice", "topics": ["news"], "exp": now() + 600,
                "iss": "https://issuer.test", "aud": "api"})
@@ -266,10 +263,7 @@ async fn statuses(sc: &Sidecast, tok: &str, topics: &[&str]) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_from_a_custom_claim_with_wildcards() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.auth = "topics_claim = \"perms\"".into();
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) = support::start_with(|o| o.auth = "topics_claim = \"perms\"".into()).await;
     let tok = token(&json!({
         "sub": "alice", "exp": now() + 600,
         "perms": ["a/**", "b/*", "c/*/d", "e/%7c"],
@@ -298,8 +292,7 @@ async fn grants_from_a_custom_claim_with_wildcards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_events_reach_their_user_only() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let mut alice = Sse::open_token(
         &sc.public,
         "/events?topic=chat",
@@ -368,10 +361,7 @@ async fn user_events_reach_their_user_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_expiring_mid_stream_ends_it() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.auth = "leeway = \"0s\"".into();
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) = support::start_with(|o| o.auth = "leeway = \"0s\"".into()).await;
     let exp = now() + 2;
     let tok = token(&json!({"sub": "alice", "topics": ["news"], "exp": exp}));
     let mut s = Sse::open_token(&sc.public, "/events?topic=news", &tok).await;
@@ -428,12 +418,12 @@ async fn publish_with(sc: &Sidecast, auth: Option<&str>, body: &Value) -> Respon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_need_the_static_token_or_a_publish_claim() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.extra = "[publish]\nrequire_token = true\n".into();
-    opts.env
-        .push(("SIDECAST_PUBLISH_TOKEN".into(), PUBLISH_TOKEN.into()));
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) = support::start_with(|o| {
+        o.extra = "[publish]\nrequire_token = true\n".into();
+        o.env
+            .push(("SIDECAST_PUBLISH_TOKEN".into(), PUBLISH_TOKEN.into()));
+    })
+    .await;
     let mut s = Sse::open_token(
         &sc.public,
         "/events?topic=orders/1",
@@ -523,10 +513,7 @@ fn token_claims(t: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecast_token_mints_a_working_token() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.auth = "topics_claim = \"perms\"".into();
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) = support::start_with(|o| o.auth = "topics_claim = \"perms\"".into()).await;
     let cfg = sc.dir.join("sidecar.toml");
     let run = scrape::sidecast(
         &[

@@ -76,8 +76,7 @@ const FILE_SECRET: &str = "file-secret-abcdefghijklmnopqrstuvwxyz-0123";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hs_secrets_from_the_environment_and_a_file() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (up, sc) = support::start().await;
     for alg in ["HS256", "HS384", "HS512"] {
         let tok = signers::hs(alg, SECRET.as_bytes(), &claims("a"));
         assert_opens(&sc, &tok, &format!("{alg} from secret_env")).await;

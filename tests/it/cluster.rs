@@ -313,10 +313,8 @@ async fn wait_replicas_holds_the_202_until_a_redis_replica_has_the_event() {
     let Some(primary) = Redis::required(false) else {
         return;
     };
-    let up = Upstream::start("app").await;
-    let mut o = Opts::new(&up.url());
-    o.extra = primary.cluster_toml("wait_replicas = 1\n");
-    let sc = Sidecast::start(&o);
+    let (_up, sc) =
+        support::start_with(|o| o.extra = primary.cluster_toml("wait_replicas = 1\n")).await;
     all_connected(&[&sc]).await;
     // No Redis replica yet: WAIT cannot be satisfied, so no 202.
     let r = http::request(

@@ -96,8 +96,7 @@ async fn an_event_stream_has_its_head_first_bytes_at_once_and_heartbeats() {
 /// line." Read as raw bytes, so the order of the fields is what is checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_event_with_retry_is_framed_in_order_on_the_wire() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let token = sc.token("alice", &["news"]);
 
     let mut io = TcpStream::connect(&sc.public).await.unwrap();
@@ -164,8 +163,7 @@ async fn a_named_event_with_retry_is_framed_in_order_on_the_wire() {
 /// 400 (wildcards are for grants only)."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_must_be_named_and_well_formed() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let token = sc.token("alice", &["*", "*/*", "*/*/*"]);
 
     let r = events_get(&sc, "/events", &token).await;
@@ -214,8 +212,7 @@ async fn topics_must_be_named_and_well_formed() {
 /// topic user/auth0%7C42 is asked for as ?topic=user/auth0%257C42)."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_topic_is_percent_decoded_once() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let token = sc.token("auth0|42", &["user/*"]);
 
     let mut s = Sse::open_token(&sc.public, "/events?topic=user/auth0%257C42", &token).await;

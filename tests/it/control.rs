@@ -11,11 +11,7 @@ use support::upstream::Upstream;
 use support::{eventually, Opts, Sidecast, WAIT};
 
 async fn start(extra: &str) -> (Upstream, Sidecast) {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.extra = extra.to_owned();
-    let sc = Sidecast::start(&opts);
-    (up, sc)
+    support::start_with(|o| o.extra = extra.to_owned()).await
 }
 
 async fn open(sc: &Sidecast, user: &str, path: &str, headers: &[(&str, &str)]) -> Sse {

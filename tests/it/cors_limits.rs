@@ -30,10 +30,10 @@ fn varies_on_origin(headers: &[(String, String)]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exact_origin_is_echoed_with_credentials_and_vary() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.events = format!("cors_origins = [\"{ORIGIN}\", \"http://localhost:5173\"]");
-    let sc = Sidecast::start(&opts);
+    let (up, sc) = support::start_with(|o| {
+        o.events = format!("cors_origins = [\"{ORIGIN}\", \"http://localhost:5173\"]")
+    })
+    .await;
     let token = sc.token("alice", &["news"]);
     let auth = format!("Bearer {token}");
 
@@ -103,8 +103,7 @@ async fn an_exact_origin_is_echoed_with_credentials_and_vary() {
 /// all gets CORS headers on a stream or a preflight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_no_origin_gets_cors_headers() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let token = sc.token("alice", &["news"]);
     let auth = format!("Bearer {token}");
     for origin in [ORIGIN, "http://localhost:3000", "null"] {
@@ -139,10 +138,8 @@ async fn by_default_no_origin_gets_cors_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_other_origin_gets_no_cors_headers() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.events = format!("cors_origins = [\"{ORIGIN}\"]");
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) =
+        support::start_with(|o| o.events = format!("cors_origins = [\"{ORIGIN}\"]")).await;
     let token = sc.token("alice", &["news"]);
     let auth = format!("Bearer {token}");
     for other in [
@@ -188,10 +185,8 @@ async fn any_other_origin_gets_no_cors_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_max_streams_an_event_source_is_told_to_come_back_and_others_get_503() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.events = "max_streams = 2\nretry = \"2s\"".into();
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) =
+        support::start_with(|o| o.events = "max_streams = 2\nretry = \"2s\"".into()).await;
     let token = sc.token("alice", &["news"]);
     let auth = format!("Bearer {token}");
     let mut open = Vec::new();
@@ -268,8 +263,7 @@ async fn over_max_streams_an_event_source_is_told_to_come_back_and_others_get_50
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_streams_auto_is_resolved_and_logged() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let log = sc.log_with(&["max_streams = \"auto\" resolved"]).await;
     let line = log
         .lines()
@@ -314,10 +308,7 @@ async fn max_streams_auto_is_resolved_and_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_topics_than_max_topics_is_400() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.events = "max_topics = 2".into();
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) = support::start_with(|o| o.events = "max_topics = 2".into()).await;
     let token = sc.token("alice", &["t/*"]);
     let ok = request(
         &sc.public,

@@ -14,15 +14,14 @@ use support::http::Response;
 use support::redis::{all_connected, replica, Redis};
 use support::sse::{Block, Sse};
 use support::upstream::Upstream;
-use support::{eventually, http, Opts, Sidecast, WAIT};
+use support::{eventually, http, Sidecast, WAIT};
 
 async fn start(events: &str, extra: &str) -> (Upstream, Sidecast) {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.events = events.to_owned();
-    opts.extra = extra.to_owned();
-    let sc = Sidecast::start(&opts);
-    (up, sc)
+    support::start_with(|o| {
+        o.events = events.to_owned();
+        o.extra = extra.to_owned();
+    })
+    .await
 }
 
 fn headers<'a>(auth: &'a str, last: Option<&'a str>) -> Vec<(&'a str, &'a str)> {

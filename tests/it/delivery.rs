@@ -17,11 +17,7 @@ use support::upstream::Upstream;
 use support::{eventually, Opts, Sidecast, WAIT};
 
 async fn start(events: &str) -> (Upstream, Sidecast) {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.events = events.to_owned();
-    let sc = Sidecast::start(&opts);
-    (up, sc)
+    support::start_with(|o| o.events = events.to_owned()).await
 }
 
 async fn open(sc: &Sidecast, path: &str, token: &str, headers: &[(&str, &str)]) -> Sse {

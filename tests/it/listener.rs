@@ -8,14 +8,10 @@ use std::time::{Duration, Instant};
 
 use conn::Conn;
 use support::upstream::Upstream;
-use support::{Opts, Sidecast, WAIT};
+use support::{Sidecast, WAIT};
 
 async fn start(listen: &str) -> (Upstream, Sidecast) {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.listen = listen.to_owned();
-    let sc = Sidecast::start(&opts);
-    (up, sc)
+    support::start_with(|o| o.listen = listen.to_owned()).await
 }
 
 /// Reads the refusal that ends a connection: its head, then the close.
@@ -433,11 +429,11 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_file_descriptors_pauses_accepting() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.listen = "head_timeout = \"30s\"".into();
-    opts.nofile = Some(64);
-    let mut sc = Sidecast::start(&opts);
+    let (_up, mut sc) = support::start_with(|o| {
+        o.listen = "head_timeout = \"30s\"".into();
+        o.nofile = Some(64);
+    })
+    .await;
     // Hold more idle connections than the process may have files.
     let mut held = Vec::new();
     for _ in 0..100 {

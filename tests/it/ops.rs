@@ -8,8 +8,7 @@ use crate::support::ops;
 use ops::Scrape;
 use support::http::request;
 use support::sse::Sse;
-use support::upstream::Upstream;
-use support::{Opts, Sidecast, WAIT};
+use support::WAIT;
 
 /// Every family the README lists (Operating sidecast, metrics), with its type.
 const FAMILIES: [(&str, &str); 15] = [
@@ -32,8 +31,7 @@ const FAMILIES: [(&str, &str); 15] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_readiness_answer_from_start_up() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let r = request(&sc.admin, "GET", "/readyz", &[], b"").await;
     assert_eq!(
         (r.status, r.json()["status"].as_str()),
@@ -48,8 +46,7 @@ async fn health_and_readiness_answer_from_start_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_family_is_there_from_start_up_in_both_formats() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let m = Scrape::get(&sc.admin).await;
     assert_eq!(m.content_type, "text/plain; version=0.0.4; charset=utf-8");
     for (name, kind) in FAMILIES {
@@ -110,8 +107,7 @@ async fn every_family_is_there_from_start_up_in_both_formats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_streams_events_and_proxied_requests() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let token = sc.token("alice", &["news"]);
     let before = Scrape::get(&sc.admin).await;
     let open0 = before.value("sidecast_streams_open", &[]);
@@ -211,10 +207,7 @@ async fn metrics_move_with_streams_events_and_proxied_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_one_object_per_line_with_access_lines() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.extra = "[log]\nformat = \"json\"\n".into();
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) = support::start_with(|o| o.extra = "[log]\nformat = \"json\"\n".into()).await;
     let token = sc.token("alice", &["news"]);
     let r = request(
         &sc.public,
@@ -265,12 +258,12 @@ async fn json_logs_one_object_per_line_with_access_lines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_log_wins_over_the_configured_level() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    // At "error" the start-up line would not even be printed.
-    opts.extra = "[log]\nlevel = \"error\"\n".into();
-    opts.env.push(("RUST_LOG".into(), "info".into()));
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) = support::start_with(|o| {
+        // At "error" the start-up line would not even be printed.
+        o.extra = "[log]\nlevel = \"error\"\n".into();
+        o.env.push(("RUST_LOG".into(), "info".into()));
+    })
+    .await;
     let r = request(&sc.public, "GET", "/api/visible", &[], b"").await;
     assert_eq!(r.status, 200);
     sc.log_with(&["/api/visible"]).await;

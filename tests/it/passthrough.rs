@@ -28,8 +28,7 @@ fn assert_no_library_name(raw_head: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_reaches_the_app_as_sent() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
         let body: &[u8] = if method == "GET" {
             b""
@@ -80,8 +79,7 @@ async fn request_reaches_the_app_as_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_response_arrives_as_it_is_sent() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (up, sc) = support::start().await;
     // The app sends each chunk only after the client has read the one
     // before: a proxy that held chunks back (until the end, or until some
     // amount gathered) would never deliver the first. No clock involved.
@@ -111,8 +109,7 @@ async fn a_streamed_response_arrives_as_it_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_pass_intact_both_ways() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     const N: usize = 5 * 1024 * 1024;
     let expected: Vec<u8> = (0..N).map(|i| (i % 251) as u8).collect();
     let r = request(&sc.public, "GET", &format!("/download?bytes={N}"), &[], b"").await;
@@ -161,11 +158,11 @@ fn fastrand_byte() -> u8 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passes_through() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    // A quiet WebSocket is not a late response.
-    opts.upstream_extra = "timeout = \"1s\"".into();
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) = support::start_with(|o| {
+        // A quiet WebSocket is not a late response.
+        o.upstream_extra = "timeout = \"1s\"".into();
+    })
+    .await;
     let tcp = tokio::net::TcpStream::connect(&sc.public).await.unwrap();
     let url = format!("ws://{}/ws", sc.public);
     let (mut ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, tcp))
@@ -202,8 +199,7 @@ async fn websocket_upgrade_passes_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_is_honoured() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let mut c = Conn::connect(&sc.public).await;
     c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n")
         .await;
@@ -246,10 +242,7 @@ async fn upstream_down_is_502_and_events_keep_working() {
 
 /// sidecast with `[upstream] timeout = "1s"`.
 async fn with_timeout() -> (Upstream, Sidecast) {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.upstream_extra = "timeout = \"1s\"".into();
-    let sc = Sidecast::start(&opts);
+    let (up, sc) = support::start_with(|o| o.upstream_extra = "timeout = \"1s\"".into()).await;
     (up, sc)
 }
 
@@ -327,8 +320,7 @@ async fn a_slow_upload_is_not_a_slow_upstream() {
 /// body first would never pass it on. No clock involved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_reaches_the_app_as_it_is_sent() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (up, sc) = support::start().await;
     let mut c = Conn::connect(&sc.public).await;
     c.send(b"POST /stream-upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\naaaaa")
         .await;
@@ -396,8 +388,7 @@ async fn other_upstream_failures_are_502_upstream_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_from_a_trusted_peer() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let r = request(
         &sc.public,
         "GET",
@@ -434,10 +425,7 @@ async fn forwarding_headers_from_a_trusted_peer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_from_an_untrusted_peer_cannot_be_forged() {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    opts.upstream_extra = "trusted_proxies = []".into();
-    let sc = Sidecast::start(&opts);
+    let (_up, sc) = support::start_with(|o| o.upstream_extra = "trusted_proxies = []".into()).await;
     let r = request(
         &sc.public,
         "GET",
@@ -477,8 +465,7 @@ async fn forwarding_headers_from_an_untrusted_peer_cannot_be_forged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_stay_here() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let mut c = Conn::connect(&sc.public).await;
     c.send(
         b"GET /hop HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Hop-Secret\r\n\
@@ -511,8 +498,7 @@ async fn hop_by_hop_headers_stay_here() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_tokens_are_never_logged() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let r = request(
         &sc.public,
         "GET",
@@ -534,8 +520,7 @@ async fn query_tokens_are_never_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_clients_get_unchunked_answers() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let mut c = Conn::connect(&sc.public).await;
     c.send(b"GET /chunks?n=3&ms=100 HTTP/1.0\r\n\r\n").await;
     let head = c.head(WAIT).await;
@@ -559,8 +544,7 @@ async fn http10_clients_get_unchunked_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_request_body_is_sidecasts_400() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let mut c = Conn::connect(&sc.public).await;
     c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
         .await;

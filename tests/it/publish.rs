@@ -16,14 +16,6 @@ use support::sse::Sse;
 use support::upstream::Upstream;
 use support::{Opts, Sidecast, WAIT};
 
-async fn start_with(f: impl FnOnce(&mut Opts)) -> (Upstream, Sidecast) {
-    let up = Upstream::start("app").await;
-    let mut opts = Opts::new(&up.url());
-    f(&mut opts);
-    let sc = Sidecast::start(&opts);
-    (up, sc)
-}
-
 async fn stream(sc: &Sidecast, topics: &[&str]) -> Sse {
     let token = sc.token("alice", topics);
     let q: Vec<String> = topics.iter().map(|t| format!("topic={t}")).collect();
@@ -47,7 +39,8 @@ fn assert_error(r: &Response, status: u16, field: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_names_its_field_and_publishes_nothing() {
-    let (_up, sc) = start_with(|o| o.extra = "[publish]\nmax_body_bytes = 2048\n".into()).await;
+    let (_up, sc) =
+        support::start_with(|o| o.extra = "[publish]\nmax_body_bytes = 2048\n".into()).await;
     let mut s = stream(&sc, &["ok"]).await;
     let long_name = "n".repeat(65);
     let long_key = "k".repeat(129);
@@ -177,7 +170,7 @@ async fn chunked_publish(sc: &Sidecast, data: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_arrays_and_ndjson_publish_in_order() {
-    let (_up, sc) = start_with(|_| {}).await;
+    let (_up, sc) = support::start().await;
     let mut s = stream(&sc, &["t", "u"]).await;
     let one = ids_of(
         &publish_json(
@@ -235,7 +228,7 @@ async fn the_unix_socket_publishes_with_its_mode() {
     use std::os::unix::fs::PermissionsExt;
     let dir = support::temp_dir("sock");
     let path = dir.join("publish.sock");
-    let (_up, sc) = start_with(|o| socket_opts(o, &path, "0600")).await;
+    let (_up, sc) = support::start_with(|o| socket_opts(o, &path, "0600")).await;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
     let mut s = stream(&sc, &["sock"]).await;
@@ -261,7 +254,7 @@ async fn the_unix_socket_publishes_with_its_mode() {
     let stale = dir.join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     assert!(stale.exists());
-    let (_up, sc) = start_with(|o| socket_opts(o, &stale, "0660")).await;
+    let (_up, sc) = support::start_with(|o| socket_opts(o, &stale, "0660")).await;
     let mode = std::fs::metadata(&stale).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o660, "mode {mode:o}");
     let r = request_unix(
@@ -326,7 +319,7 @@ async fn a_live_socket_is_a_start_up_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_answer_the_first_ids_and_publish_once() {
-    let (_up, sc) = start_with(|_| {}).await;
+    let (_up, sc) = support::start().await;
     let mut s = stream(&sc, &["i"]).await;
     let body = json!({"topic": "i", "data": "once", "idempotency_key": "order-1"});
     let first = ids_of(&publish_json(&sc, &body).await);
@@ -418,7 +411,7 @@ async fn idempotency_keys_answer_the_first_ids_and_publish_once() {
 async fn require_token_guards_tcp_and_socket() {
     let dir = support::temp_dir("tok");
     let path = dir.join("publish.sock");
-    let (_up, sc) = start_with(|o| {
+    let (_up, sc) = support::start_with(|o| {
         socket_opts(o, &path, "0600");
         o.extra = "[publish]\nrequire_token = true\n".into();
         o.env
@@ -497,7 +490,7 @@ async fn an_early_refusal_reaches_a_client_that_sends_its_body_late() {
     }
     let dir = support::temp_dir("late");
     let sock = dir.join("publish.sock");
-    let (_up, sc) = start_with(|o| {
+    let (_up, sc) = support::start_with(|o| {
         socket_opts(o, &sock, "0600");
         o.extra = "[publish]\nrequire_token = true\n".into();
         o.env

@@ -5,13 +5,10 @@
 use crate::support;
 
 use support::sse::Sse;
-use support::upstream::Upstream;
-use support::{Opts, Sidecast};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_event_id_header_wins_over_the_query() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let token = sc.token("alice", &["orders"]);
     let a = sc.publish_one("orders", "one").await;
     let b = sc.publish_one("orders", "two").await;

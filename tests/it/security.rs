@@ -34,10 +34,10 @@ async fn exchange_until_closed(addr: &str, req: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_on_an_events_path_is_refused_and_never_read_as_a_request() {
-    let up = Upstream::start("app").await;
-    let mut o = Opts::new(&up.url());
-    o.extra = "[[routes]]\npath = \"/orders/{id}/events\"\ntopics = [\"orders/{id}\"]\n".into();
-    let sc = Sidecast::start(&o);
+    let (up, sc) = support::start_with(|o| {
+        o.extra = "[[routes]]\npath = \"/orders/{id}/events\"\ntopics = [\"orders/{id}\"]\n".into()
+    })
+    .await;
     let token = sc.token("alice", &["a", "orders/*"]);
     let auth = format!("Authorization: Bearer {token}\r\n");
     let framings = [
@@ -93,8 +93,7 @@ async fn a_body_on_an_events_path_is_refused_and_never_read_as_a_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bodyless_preflight_keeps_the_connection_for_the_next_request() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (up, sc) = support::start().await;
     let mut c = Conn::connect(&sc.public).await;
     c.send(b"OPTIONS /events HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
@@ -105,8 +104,7 @@ async fn a_bodyless_preflight_keeps_the_connection_for_the_next_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_small_headers_are_accepted_and_too_many_are_named() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let head = |n: usize| {
         let mut req = String::from("GET /many HTTP/1.1\r\nHost: x\r\n");
         for i in 0..n {
@@ -146,8 +144,7 @@ async fn many_small_headers_are_accepted_and_too_many_are_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http10_request_without_host_reaches_the_app_with_one() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (up, sc) = support::start().await;
     let raw = exchange_until_closed(&sc.public, b"GET /nohost HTTP/1.0\r\n\r\n").await;
     let r = http::parse_response(&raw);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -215,8 +212,7 @@ async fn no_interim_answer_reaches_an_http10_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_in_targets_never_reach_the_log() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let jwt = sc.token("alice", &["a"]);
     let secret = "s3cr3tvalue";
     let targets = [
@@ -331,8 +327,7 @@ async fn reused_keys_are_refused(sc: &Sidecast) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_idempotency_key_is_refused_and_publishes_nothing() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     reused_keys_are_refused(&sc).await;
 }
 

@@ -3,13 +3,10 @@
 use crate::support;
 
 use support::sse::Sse;
-use support::upstream::Upstream;
-use support::{Opts, Sidecast};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_reaches_a_stream() {
-    let up = Upstream::start("app").await;
-    let sc = Sidecast::start(&Opts::new(&up.url()));
+    let (_up, sc) = support::start().await;
     let token = sc.token("alice", &["news"]);
     let mut s = Sse::open_token(&sc.public, "/events?topic=news", &token).await;
     assert_eq!(s.status(), 200);

@@ -99,6 +99,23 @@ impl Opts {
     }
 }
 
+/// The test app (`Upstream` "app") and a sidecast in front of it with the
+/// default [`Opts`]: how most tests begin. Keep the app (`_up`): it stops
+/// when dropped.
+pub async fn start() -> (upstream::Upstream, Sidecast) {
+    start_with(|_| {}).await
+}
+
+/// [`start`], with `f` changing the options first (the keys of the test's
+/// config that matter to it).
+pub async fn start_with(f: impl FnOnce(&mut Opts)) -> (upstream::Upstream, Sidecast) {
+    let up = upstream::Upstream::start("app").await;
+    let mut opts = Opts::new(&up.url());
+    f(&mut opts);
+    let sc = Sidecast::start(&opts);
+    (up, sc)
+}
+
 impl Sidecast {
     /// Starts sidecast with `opts` and waits until it listens.
     pub fn start(opts: &Opts) -> Sidecast {
