@@ -2,23 +2,15 @@
 use crate::support;
 
 use serde_json::json;
-use support::redis::{all_connected, replica, Redis};
+use support::redis::{all_connected, cluster, replica, Redis};
 use support::sse::Sse;
-use support::upstream::Upstream;
 use support::{eventually, http, Opts, Sidecast};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_every_replica_and_replay_anywhere() {
-    let Some(redis) = Redis::required(false) else {
+    let Some((_redis, _up, [a, b, c])) = cluster(false).await else {
         return;
     };
-    let up = Upstream::start("app").await;
-    let (a, b, c) = (
-        replica(&up, &redis),
-        replica(&up, &redis),
-        replica(&up, &redis),
-    );
-    all_connected(&[&a, &b, &c]).await;
     let alice = a.token("alice", &["room/**"]);
     let mut on_b = Sse::open_token(&b.public, "/events?topic=room/1", &alice).await;
     let mut on_c = Sse::open_token(&c.public, "/events?topic=room/1", &alice).await;
@@ -69,12 +61,9 @@ async fn events_reach_every_replica_and_replay_anywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_targeting_grants_disconnect_and_counts_across_replicas() {
-    let Some(redis) = Redis::required(false) else {
+    let Some((_redis, _up, [a, b])) = cluster(false).await else {
         return;
     };
-    let up = Upstream::start("app").await;
-    let (a, b) = (replica(&up, &redis), replica(&up, &redis));
-    all_connected(&[&a, &b]).await;
     let alice = a.token("alice", &["inbox"]);
     let bob = a.token("bob", &["inbox"]);
     let mut al = Sse::open_token(&b.public, "/events?topic=inbox", &alice).await;
@@ -144,13 +133,9 @@ async fn user_targeting_grants_disconnect_and_counts_across_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_refuses_publish_then_resumes_without_loss() {
-    let Some(mut redis) = Redis::required(true) else {
+    let Some((mut redis, up, [a, b])) = cluster(true).await else {
         return;
     };
-    let up = Upstream::start("app").await;
-    let a = replica(&up, &redis);
-    let b = replica(&up, &redis);
-    all_connected(&[&a, &b]).await;
     let tok = a.token("u", &["t"]);
     let mut s = Sse::open_token(&b.public, "/events?topic=t", &tok).await;
     s.next_block(support::WAIT).await.unwrap();
@@ -217,12 +202,9 @@ async fn redis_outage_refuses_publish_then_resumes_without_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_data_loss_gives_a_reset_not_a_wrong_replay() {
-    let Some(mut redis) = Redis::required(false) else {
+    let Some((mut redis, _up, [a])) = cluster(false).await else {
         return;
     };
-    let up = Upstream::start("app").await;
-    let a = replica(&up, &redis);
-    all_connected(&[&a]).await;
     let old = a.publish_one("t", "before the loss").await;
     redis.restart(); // no persistence: the data set is gone
     all_connected(&[&a]).await;
@@ -257,12 +239,9 @@ async fn redis_data_loss_gives_a_reset_not_a_wrong_replay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_are_global_and_keys_share_the_hash_tag() {
-    let Some(redis) = Redis::required(false) else {
+    let Some((redis, _up, [a, b])) = cluster(false).await else {
         return;
     };
-    let up = Upstream::start("app").await;
-    let (a, b) = (replica(&up, &redis), replica(&up, &redis));
-    all_connected(&[&a, &b]).await;
     let body = json!({"topic": "t", "data": "once", "idempotency_key": "order-42-paid"});
     let (s1, r1) = a.publish(body.clone()).await;
     let (s2, r2) = b.publish(body).await;
@@ -366,12 +345,9 @@ async fn wait_replicas_holds_the_202_until_a_redis_replica_has_the_event() {
 /// already holds every event of the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_waits_for_the_backfill_from_redis() {
-    let Some(redis) = Redis::required(false) else {
+    let Some((redis, up, [a])) = cluster(false).await else {
         return;
     };
-    let up = Upstream::start("app").await;
-    let a = replica(&up, &redis);
-    all_connected(&[&a]).await;
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(a.publish_one("backfill/1", &format!("e{i}")).await);
@@ -408,20 +384,7 @@ async fn readiness_waits_for_the_backfill_from_redis() {
     let (mut not_ready, mut first_ready) = (0, None);
     let deadline = paused + PAUSE + support::WAIT;
     while first_ready.is_none() && std::time::Instant::now() < deadline {
-        let r = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut io = tokio::net::TcpStream::connect(&admin).await.ok()?;
-            io.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .await
-                .ok()?;
-            let mut raw = Vec::new();
-            io.read_to_end(&mut raw).await.ok()?;
-            Some(http::parse_response(&raw).status)
-        })
-        .await
-        .ok()
-        .flatten();
-        match r {
+        match http::try_get(&admin, "/readyz").await.map(|r| r.status) {
             Some(503) => not_ready += 1,
             Some(200) => first_ready = Some(std::time::Instant::now()),
             Some(other) => panic!("/readyz answered {other}"),

@@ -105,16 +105,9 @@ async fn a_named_event_with_retry_is_framed_in_order_on_the_wire() {
     );
     io.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
     // Wait for the stream's first bytes so the publish below is live.
-    while !String::from_utf8_lossy(&raw).contains("retry: ") {
-        let n = tokio::time::timeout(support::WAIT, io.read(&mut buf))
-            .await
-            .expect("first bytes in time")
-            .unwrap();
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&raw));
-        raw.extend_from_slice(&buf[..n]);
-    }
+    let first = tokio::time::Instant::now() + support::WAIT;
+    read_until(&mut io, &mut raw, "retry: ", first).await;
 
     let (status, answer) = sc
         .publish(serde_json::json!({
@@ -131,14 +124,7 @@ async fn a_named_event_with_retry_is_framed_in_order_on_the_wire() {
         "id: {id}\nevent: price.update\nretry: 5000\ndata: one\ndata: two\ndata: three\ndata: four\n\n"
     );
     let deadline = tokio::time::Instant::now() + support::WAIT;
-    while !String::from_utf8_lossy(&raw).contains(&want) {
-        let n = tokio::time::timeout_at(deadline, io.read(&mut buf))
-            .await
-            .unwrap_or_else(|_| panic!("no {want:?} in {:?}", String::from_utf8_lossy(&raw)))
-            .unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&raw));
-        raw.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut io, &mut raw, &want, deadline).await;
 
     // A payload given as JSON (not a string) goes out as compact JSON.
     let (status, answer) = sc
@@ -147,12 +133,24 @@ async fn a_named_event_with_retry_is_framed_in_order_on_the_wire() {
     assert_eq!(status, 202, "{answer}");
     let id = answer["ids"][0].as_str().unwrap().to_owned();
     let want = format!("id: {id}\ndata: {{\"a\":[1,2],\"b\":\"x y\"}}\n\n");
-    while !String::from_utf8_lossy(&raw).contains(&want) {
+    read_until(&mut io, &mut raw, &want, deadline).await;
+}
+
+/// Reads `io` onto `raw` until `raw` holds `want`; fails at `deadline` or
+/// when the stream closes first.
+async fn read_until(
+    io: &mut TcpStream,
+    raw: &mut Vec<u8>,
+    want: &str,
+    deadline: tokio::time::Instant,
+) {
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(raw).contains(want) {
         let n = tokio::time::timeout_at(deadline, io.read(&mut buf))
             .await
-            .unwrap_or_else(|_| panic!("no {want:?} in {:?}", String::from_utf8_lossy(&raw)))
+            .unwrap_or_else(|_| panic!("no {want:?} in {:?}", String::from_utf8_lossy(raw)))
             .unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&raw));
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(raw));
         raw.extend_from_slice(&buf[..n]);
     }
 }

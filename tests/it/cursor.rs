@@ -11,7 +11,7 @@ use crate::support;
 use serde_json::json;
 use support::delivery::{poll, publish_with, streams_on};
 use support::http::Response;
-use support::redis::{all_connected, replica, Redis};
+use support::redis::{all_connected, cluster, replica};
 use support::sse::{Block, Sse};
 use support::upstream::Upstream;
 use support::{eventually, http, Sidecast, WAIT};
@@ -306,12 +306,9 @@ async fn a_long_poll_answers_a_cursor_to_resume_from() {
 /// client is replayed on either replica what was published on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_a_cursor_from_one_replica_resumes_on_any() {
-    let Some(redis) = Redis::required(false) else {
+    let Some((_redis, _up, [a, b])) = cluster(false).await else {
         return;
     };
-    let up = Upstream::start("app").await;
-    let (a, b) = (replica(&up, &redis), replica(&up, &redis));
-    all_connected(&[&a, &b]).await;
     let auth = format!("Bearer {}", a.token("alice", &["room/**"]));
     let mut s = Sse::open(&a.public, "/events?topic=room/1", &headers(&auth, None)).await;
     let (_, cursor) = s.cursor().await;
@@ -358,12 +355,9 @@ async fn in_a_cluster_a_cursor_from_one_replica_resumes_on_any() {
 /// resumes on the other replica with what was published meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_joining_a_redis_with_history_gives_the_clusters_newest_id() {
-    let Some(redis) = Redis::required(false) else {
+    let Some((redis, up, [a])) = cluster(false).await else {
         return;
     };
-    let up = Upstream::start("app").await;
-    let a = replica(&up, &redis);
-    all_connected(&[&a]).await;
     let mut issued = Vec::new();
     for i in 0..5 {
         issued.push(a.publish_one(&format!("room/{i}"), "before").await);

@@ -127,18 +127,7 @@ async fn sigterm_drains_in_order() {
         let (admin, answers) = (sc.admin.clone(), answers.clone());
         tokio::spawn(async move {
             loop {
-                let r = tokio::time::timeout(Duration::from_secs(1), async {
-                    let mut io = tokio::net::TcpStream::connect(&admin).await.ok()?;
-                    io.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                        .await
-                        .ok()?;
-                    let mut raw = Vec::new();
-                    io.read_to_end(&mut raw).await.ok()?;
-                    Some(support::http::parse_response(&raw))
-                })
-                .await
-                .ok()
-                .flatten();
+                let r = support::http::try_get(&admin, "/readyz").await;
                 let status = r.as_ref().map(|r| r.status);
                 if let Some(r) = &r {
                     if r.status == 503 {

@@ -1,5 +1,6 @@
 //! Forward auth against a real app that keeps sessions.
 use crate::support;
+use crate::support::scrape;
 
 use std::time::{Duration, Instant};
 
@@ -284,14 +285,7 @@ async fn logout_ends_the_open_stream_on_recheck() {
     );
     // Counted when the stream's task ends, which may be just after the
     // client read the end.
-    let want = "sidecast_streams_closed_total{reason=\"revoked\"} 1";
-    support::eventually(want, || async {
-        http::request(&sc.admin, "GET", "/metrics", &[], b"")
-            .await
-            .text()
-            .contains(want)
-    })
-    .await;
+    scrape::metric_becomes(&sc.admin, scrape::REVOKED, 1.0).await;
     // Reconnects are refused now.
     assert_eq!(
         get_with_cookie(&sc, "/events?topic=user/alice", &alice)
@@ -317,14 +311,7 @@ async fn logout_ends_the_open_stream_on_recheck() {
     );
     // Counted when the stream's task ends, which may be just after the
     // client read the end.
-    let want = "sidecast_streams_closed_total{reason=\"revoked\"} 2";
-    support::eventually(want, || async {
-        http::request(&sc.admin, "GET", "/metrics", &[], b"")
-            .await
-            .text()
-            .contains(want)
-    })
-    .await;
+    scrape::metric_becomes(&sc.admin, scrape::REVOKED, 2.0).await;
 }
 
 /// `sidecast check` on a file, with no JWT secret in the environment.

@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use sha2::Digest;
 use support::http::request;
 use support::sse::Sse;
-use support::upstream::{echoed_header, Upstream};
+use support::upstream::{echoed_header, RawApp, Upstream};
 use support::{Opts, Sidecast, WAIT};
 
 fn hex(b: &[u8]) -> String {
@@ -334,27 +334,6 @@ async fn an_upload_reaches_the_app_as_it_is_sent() {
     assert_eq!(r.json()["len"], 10);
 }
 
-/// A raw upstream that answers every connection with `reply` and closes.
-async fn raw_upstream(reply: &'static [u8]) -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut b = [0u8; 4096];
-                let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await;
-                let _ = s.write_all(reply).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_upstream_failures_are_502_upstream_error() {
     for reply in [
@@ -362,8 +341,8 @@ async fn other_upstream_failures_are_502_upstream_error() {
         &b"this is not HTTP at all\r\n\r\n"[..],
         &b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"[..],
     ] {
-        let addr = raw_upstream(reply).await;
-        let sc = Sidecast::start(&Opts::new(&format!("http://{addr}")));
+        let app = RawApp::start(reply, false).await;
+        let sc = Sidecast::start(&Opts::new(&app.url));
         let mut c = Conn::connect(&sc.public).await;
         c.get("/x", &[]).await;
         let head = c.head(WAIT).await;

@@ -8,9 +8,8 @@ use crate::support;
 use crate::support::conn;
 
 use conn::Conn;
-use support::upstream::{echoed_header, Upstream};
+use support::upstream::{echoed_header, RawApp, Upstream};
 use support::{http, Opts, Sidecast, WAIT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Both pass-through paths: `(name, [upstream] keys)`.
 const PATHS: [(&str, &str); 2] = [
@@ -22,38 +21,6 @@ fn start(url: &str, upstream_keys: &str) -> Sidecast {
     let mut o = Opts::new(url);
     o.upstream_extra = upstream_keys.to_owned();
     Sidecast::start(&o)
-}
-
-/// An app written as raw bytes, to send what an HTTP library would not:
-/// every request on a connection (read up to its blank line; bodies are
-/// not used) gets `response` as it is, and the connection is kept.
-async fn raw_app(response: &'static [u8]) -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                loop {
-                    while let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..p + 4);
-                        if s.write_all(response).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut tmp).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                    }
-                }
-            });
-        }
-    });
-    (url, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,13 +63,14 @@ async fn pipelined_requests_are_all_answered_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_the_app_names_in_connection_never_reach_the_client() {
-    let (url, task) = raw_app(
+    let app = RawApp::start(
         b"HTTP/1.1 200 OK\r\nConnection: x-foo\r\nX-Foo: secret\r\nKeep-Alive: timeout=5\r\n\
           X-Bar: kept\r\nContent-Length: 2\r\n\r\nok",
+        true,
     )
     .await;
     for (path, keys) in PATHS {
-        let sc = start(&url, keys);
+        let sc = start(&app.url, keys);
         for (method, target) in [("GET", "/a"), ("POST", "/b")] {
             let body: &[u8] = if method == "POST" { b"x" } else { b"" };
             let r = http::request(&sc.public, method, target, &[], body).await;
@@ -113,18 +81,18 @@ async fn headers_the_app_names_in_connection_never_reach_the_client() {
             assert_eq!(r.text(), "ok");
         }
     }
-    task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apps_date_and_server_reach_the_client_unchanged() {
-    let (url, task) = raw_app(
+    let app = RawApp::start(
         b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nServer: legacy-app/1.0\r\n\
           Content-Length: 2\r\n\r\nok",
+        true,
     )
     .await;
     for (path, keys) in PATHS {
-        let sc = start(&url, keys);
+        let sc = start(&app.url, keys);
         let r = http::request(&sc.public, "GET", "/d", &[], b"").await;
         assert_eq!(r.status, 200, "{path}");
         assert_eq!(
@@ -135,7 +103,6 @@ async fn the_apps_date_and_server_reach_the_client_unchanged() {
         );
         assert_eq!(r.header("server"), Some("legacy-app/1.0"), "{path}");
     }
-    task.abort();
 }
 
 /// The value of an unlabelled counter in a `/metrics` text.
@@ -149,9 +116,13 @@ fn counter(text: &str, name: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_stalled_past_the_idle_timeout_closes_the_client_connection() {
     // The head promises 100 bytes; 10 come, then silence.
-    let (url, task) = raw_app(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789").await;
+    let app = RawApp::start(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+        true,
+    )
+    .await;
     for (path, keys) in PATHS {
-        let sc = start(&url, &format!("{keys}\nbody_idle_timeout = \"1s\""));
+        let sc = start(&app.url, &format!("{keys}\nbody_idle_timeout = \"1s\""));
         let mut c = Conn::connect(&sc.public).await;
         c.get("/stall", &[]).await;
         let head = c.head(WAIT).await;
@@ -172,7 +143,6 @@ async fn a_body_stalled_past_the_idle_timeout_closes_the_client_connection() {
         })
         .await;
     }
-    task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use conn::Conn;
 use serde_json::json;
-use support::redis::{all_connected, replica, replica_opts, Redis};
+use support::redis::{all_connected, cluster, replica_opts, Redis};
 use support::sse::Sse;
-use support::upstream::{echoed_header, Upstream};
+use support::upstream::{echoed_header, RawApp, Upstream};
 use support::{eventually, http, Opts, Sidecast, WAIT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The request smuggled in a body: the app must never see `/SMUGGLED`.
 const SMUGGLED: &str = "GET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -151,44 +150,18 @@ async fn an_http10_request_without_host_reaches_the_app_with_one() {
     assert_eq!(echoed_header(&r.json(), "host"), vec![up.addr.as_str()]);
 }
 
-/// An upstream that answers every request with interim `103` and `100`
-/// heads before its `200`, as raw bytes (an HTTP library would not send
-/// them unasked).
-async fn interim_upstream() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut tmp).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
-                          HTTP/1.1 100 Continue\r\n\r\n\
-                          HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    )
-                    .await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    (format!("http://{addr}"), task)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_interim_answer_reaches_an_http10_client() {
-    let (url, task) = interim_upstream().await;
-    let sc = Sidecast::start(&Opts::new(&url));
+    // Interim `103` and `100` heads before the `200`: an HTTP library would
+    // not send them unasked.
+    let app = RawApp::start(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+          HTTP/1.1 100 Continue\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        false,
+    )
+    .await;
+    let sc = Sidecast::start(&Opts::new(&app.url));
     // HTTP/1.1 clients get the interim heads: the upstream really sends them.
     let mut c = Conn::connect(&sc.public).await;
     c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -207,7 +180,6 @@ async fn no_interim_answer_reaches_an_http10_client() {
         assert_eq!(text.matches("HTTP/1.").count(), 1, "{text}");
         assert!(text.ends_with("ok"), "{text}");
     }
-    task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,12 +305,9 @@ async fn a_reused_idempotency_key_is_refused_and_publishes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_idempotency_key_is_refused_in_a_cluster() {
-    let Some(redis) = Redis::required(false) else {
+    let Some((_redis, _up, [sc])) = cluster(false).await else {
         return;
     };
-    let up = Upstream::start("app").await;
-    let sc = replica(&up, &redis);
-    all_connected(&[&sc]).await;
     reused_keys_are_refused(&sc).await;
 }
 
@@ -354,12 +323,9 @@ fn signal(pid: u32, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_redis_gives_an_unknown_outcome_and_a_keyed_retry_publishes_once() {
-    let Some(redis) = Redis::required(false) else {
+    let Some((redis, _up, [sc])) = cluster(false).await else {
         return;
     };
-    let up = Upstream::start("app").await;
-    let sc = replica(&up, &redis);
-    all_connected(&[&sc]).await;
     let mut s = subscribe(&sc, "h").await;
     sc.publish_one("h", "before").await;
     assert_eq!(
@@ -406,12 +372,9 @@ async fn a_hanging_redis_gives_an_unknown_outcome_and_a_keyed_retry_publishes_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_refusing_connections_says_nothing_was_published() {
-    let Some(mut redis) = Redis::required(false) else {
+    let Some((mut redis, _up, [sc])) = cluster(false).await else {
         return;
     };
-    let up = Upstream::start("app").await;
-    let sc = replica(&up, &redis);
-    all_connected(&[&sc]).await;
     redis.kill();
     eventually("disconnected from Redis", || async {
         http::request(&sc.admin, "GET", "/readyz", &[], b"")

@@ -140,6 +140,23 @@ pub async fn request_unix(
     exchange(io, method, path, headers, body).await
 }
 
+/// `GET path` on a connection of its own; `None` when `addr` does not
+/// answer within a second (not listening yet, or gone): for polling a
+/// listener that may not be there.
+pub async fn try_get(addr: &str, path: &str) -> Option<Response> {
+    tokio::time::timeout(Duration::from_secs(1), async {
+        let mut io = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        io.write_all(req.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        io.read_to_end(&mut raw).await.ok()?;
+        Some(parse_response(&raw))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// A GET with a Bearer token.
 pub async fn get(addr: &str, path: &str, token: Option<&str>) -> Response {
     let auth = token.map(|t| format!("Bearer {t}"));

@@ -167,6 +167,17 @@ pub fn replica(up: &Upstream, redis: &Redis) -> Sidecast {
     Sidecast::start(&replica_opts(up, redis, ""))
 }
 
+/// Redis (`persistent` as in [`Redis::start`]), the app, and `N` replicas
+/// on them, each connected: how a cluster test begins. `None` when Redis is
+/// missing and the test may skip ([`Redis::required`]).
+pub async fn cluster<const N: usize>(persistent: bool) -> Option<(Redis, Upstream, [Sidecast; N])> {
+    let redis = Redis::required(persistent)?;
+    let up = Upstream::start("app").await;
+    let replicas = [(); N].map(|_| replica(&up, &redis));
+    all_connected(&replicas.iter().collect::<Vec<_>>()).await;
+    Some((redis, up, replicas))
+}
+
 /// Waits until every replica says on `/readyz` that it is connected to
 /// Redis.
 pub async fn all_connected(replicas: &[&Sidecast]) {

@@ -5,6 +5,10 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+/// Streams closed because what let them open no longer does (a key no
+/// longer configured, a forward-auth recheck refused).
+pub const REVOKED: &str = "sidecast_streams_closed_total{reason=\"revoked\"}";
+
 /// The value of one exact series (`name{label="v"}`) on the admin
 /// listener's `/metrics`, `None` when absent.
 pub async fn metric(admin: &str, series: &str) -> Option<f64> {
@@ -23,6 +27,14 @@ pub async fn metric_reaches(admin: &str, series: &str, at_least: f64) {
         metric(admin, series).await.unwrap_or(0.0) >= at_least
     })
     .await;
+}
+
+/// Waits until a series has `want`, and checks that it did not pass it:
+/// for a counter that moves a moment after what the test saw (a stream
+/// counted closed when its task ends, after the client read the end).
+pub async fn metric_becomes(admin: &str, series: &str, want: f64) {
+    metric_reaches(admin, series, want).await;
+    assert_eq!(metric(admin, series).await, Some(want), "{series}");
 }
 
 /// What a finished command printed.

@@ -1,5 +1,6 @@
 //! A real upstream app for tests, on a free loopback port: echo, chunked
-//! streaming, large bodies, slow answers, WebSocket echo, and counters.
+//! streaming, large bodies, slow answers, WebSocket echo, and counters;
+//! and a raw one that answers fixed bytes.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -277,4 +278,56 @@ pub fn echoed_header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// An app written as raw bytes, to send what an HTTP library would not
+/// (interim heads, a short body, no HTTP at all). It reads each request up
+/// to its blank line (bodies are not used) and answers `reply` as it is:
+/// with `keep`, every request on the connection, which stays open;
+/// without, the first one, and then it closes. Stops when dropped.
+pub struct RawApp {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawApp {
+    pub async fn start(reply: &'static [u8], keep: bool) -> RawApp {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut tmp = [0u8; 4096];
+                    loop {
+                        while let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..p + 4);
+                            if s.write_all(reply).await.is_err() {
+                                return;
+                            }
+                            if !keep {
+                                let _ = s.shutdown().await;
+                                return;
+                            }
+                        }
+                        match s.read(&mut tmp).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        RawApp { url, task }
+    }
 }
