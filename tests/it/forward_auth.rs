@@ -1,5 +1,6 @@
 //! Forward auth against a real app that keeps sessions.
 use crate::support;
+use crate::support::ops;
 use crate::support::scrape;
 
 use std::time::{Duration, Instant};
@@ -314,18 +315,6 @@ async fn logout_ends_the_open_stream_on_recheck() {
     scrape::metric_becomes(&sc.admin, scrape::REVOKED, 2.0).await;
 }
 
-/// `sidecast check` on a file, with no JWT secret in the environment.
-fn check(cfg: &std::path::Path) -> std::process::Output {
-    support::output_within(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
-            .args(["check", "--config"])
-            .arg(cfg)
-            .env_remove("SIDECAST_JWT_SECRET"),
-        support::WAIT,
-        "sidecast check",
-    )
-}
-
 #[test]
 fn check_refuses_bad_forward_settings_naming_each_key() {
     let dir = support::temp_dir("fwdcheck");
@@ -335,9 +324,9 @@ fn check_refuses_bad_forward_settings_naming_each_key() {
         "[auth]\nmode = \"forward\"\nforward_user = \"user/id\"\nforward_grants = [\"a/**/b\"]\nforward_timeout = \"soon\"\n",
     )
     .unwrap();
-    let out = check(&cfg);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = ops::check(&cfg, &[]);
+    assert!(!out.success());
+    let err = &out.stderr;
     let file = cfg.display().to_string();
     for (line, key) in [
         (3, "auth.forward_user"),
@@ -361,18 +350,14 @@ fn check_refuses_bad_forward_settings_naming_each_key() {
         "[auth]\nmode = \"forward\"\nforward = \"/api/me\"\nforward_user = \"header:bad name\"\n",
     )
     .unwrap();
-    let out = check(&cfg);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.forward_user"));
+    let out = ops::check(&cfg, &[]);
+    assert!(!out.success());
+    assert!(out.stderr.contains("auth.forward_user"));
     std::fs::write(
         &cfg,
         "[auth]\nmode = \"forward\"\nforward = \"/api/me\"\nforward_user = \"/user/id\"\n",
     )
     .unwrap();
-    let out = check(&cfg);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ops::check(&cfg, &[]);
+    assert!(out.success(), "{}", out.stderr);
 }

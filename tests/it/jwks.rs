@@ -1,5 +1,6 @@
 //! Keys from an identity provider's JWKS URL, served by a local HTTP server.
 use crate::support;
+use crate::support::scrape;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -209,16 +210,10 @@ async fn start_up_fails_clearly_when_the_first_fetch_fails() {
         ),
     )
     .unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"));
-    cmd.arg("--config")
-        .arg(&cfg)
-        .env_remove("SIDECAST_JWT_SECRET");
     // Bounded: a sidecast that started anyway would never end by itself.
-    let out = tokio::task::block_in_place(|| {
-        support::output_within(&mut cmd, support::WAIT, "sidecast with a failing jwks_url")
-    });
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = tokio::task::block_in_place(|| scrape::sidecast(&[], &cfg, &[]));
+    assert!(!out.success());
+    let err = out.stderr;
     assert!(
         err.contains("auth.jwks_url") && err.contains("503"),
         "{err}"

@@ -2,10 +2,10 @@
 //! field named and nothing published, the three body shapes, the Unix
 //! socket, idempotency, and the publish token.
 use crate::support;
+use crate::support::ops;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use support::delivery::{
@@ -279,36 +279,13 @@ async fn a_live_socket_is_a_start_up_error() {
     socket_opts(&mut opts, &path, "0660");
     let cfg = dir.join("sidecar.toml");
     std::fs::write(&cfg, opts.toml()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sidecast"))
-        .arg("--config")
-        .arg(&cfg)
-        .env_remove("RUST_LOG")
-        .env("SIDECAST_JWT_SECRET", support::SECRET)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sidecast started on a socket another process listens on");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(!status.success());
+    let out = ops::run(
+        &["--config", cfg.to_str().unwrap()],
+        &[("SIDECAST_JWT_SECRET", support::SECRET)],
+        None,
+    );
+    let err = &out.stderr;
+    assert!(!out.success());
     assert!(
         err.contains("publish_socket") && err.contains("another process"),
         "{err}"

@@ -6,6 +6,7 @@
 //! accepted, and the publish socket never replaces what is not a socket.
 use crate::support;
 use crate::support::conn;
+use crate::support::ops;
 
 use std::time::Duration;
 
@@ -311,16 +312,6 @@ async fn a_reused_idempotency_key_is_refused_in_a_cluster() {
     reused_keys_are_refused(&sc).await;
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_redis_gives_an_unknown_outcome_and_a_keyed_retry_publishes_once() {
     let Some((redis, _up, [sc])) = cluster(false).await else {
@@ -333,10 +324,10 @@ async fn a_hanging_redis_gives_an_unknown_outcome_and_a_keyed_retry_publishes_on
         Some("before")
     );
     // Redis hangs: the publish is sent and no answer comes.
-    signal(redis.pid(), "STOP");
+    support::signal(redis.pid(), "STOP");
     let event = json!({"topic": "h", "data": "during", "idempotency_key": "hang-1"});
     let (st, body) = publish_with(&sc, &[], event.clone()).await;
-    signal(redis.pid(), "CONT");
+    support::signal(redis.pid(), "CONT");
     assert_eq!(st, 503, "{body}");
     assert_eq!(body["outcome"], "unknown", "{body}");
     let message = body["message"].as_str().unwrap();
@@ -422,35 +413,12 @@ fn start_refused(path: &std::path::Path) -> (Option<i32>, String) {
     let mut o = Opts::new("http://127.0.0.1:9");
     o.listen = format!("publish_socket = \"{}\"\n", path.display());
     std::fs::write(&cfg, o.toml()).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sidecast"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("SIDECAST_JWT_SECRET", support::SECRET)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sidecast did not refuse to start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut log = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    (code, log)
+    let out = ops::run(
+        &["--config", cfg.to_str().unwrap()],
+        &[("SIDECAST_JWT_SECRET", support::SECRET)],
+        None,
+    );
+    (out.code, out.stderr)
 }
 
 #[test]

@@ -220,12 +220,7 @@ impl Sidecast {
     }
 
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        signal(self.pid(), sig);
     }
 
     /// Waits for the process to exit; its status code.
@@ -325,6 +320,17 @@ impl Drop for Sidecast {
             let _ = c.wait();
         }
     }
+}
+
+/// Sends `sig` (`TERM`, `STOP`, ...) to the process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
 }
 
 /// Polls `f` until it returns true, or panics after [`WAIT`].

@@ -23,6 +23,11 @@ pub struct Out {
 }
 
 impl Out {
+    /// Whether it exited with 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
     /// Both streams, for "never printed" checks.
     pub fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
@@ -52,33 +57,19 @@ pub fn command() -> Command {
     cmd
 }
 
-/// Runs `sidecast ARGS` to its end (killed after [`WAIT`]).
+/// Runs `sidecast ARGS` to its end (killed after [`WAIT`]), reading both
+/// pipes meanwhile: the one way the tests run a command that ends by
+/// itself (`check`, `token`, a start-up that must fail).
 pub fn run(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> Out {
     let mut cmd = command();
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
     if let Some(d) = cwd {
         cmd.current_dir(d);
     }
-    let mut child = cmd.spawn().expect("spawn sidecast");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "sidecast {args:?} did not end within {WAIT:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = support::output_within(&mut cmd, WAIT, &format!("sidecast {args:?}"));
     Out {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

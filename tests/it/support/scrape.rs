@@ -1,9 +1,8 @@
 //! Reading one series of `/metrics`, and running the `sidecast` command
-//! line (`check`, `token`, a start-up expected to fail) to its exit.
+//! line (`check`, `token`, a start-up expected to fail) on a config file.
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 /// Streams closed because what let them open no longer does (a key no
 /// longer configured, a forward-auth recheck refused).
@@ -37,53 +36,12 @@ pub async fn metric_becomes(admin: &str, series: &str, want: f64) {
     assert_eq!(metric(admin, series).await, Some(want), "{series}");
 }
 
-/// What a finished command printed.
-pub struct Run {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs `sidecast ARGS --config CFG` with exactly `env` set of the
-/// variables sidecast reads, to its exit (killed after 10 s).
-pub fn sidecast(args: &[&str], cfg: &Path, env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecast"));
-    cmd.args(args)
-        .arg("--config")
-        .arg(cfg)
-        .env_remove("RUST_LOG")
-        .env_remove("SIDECAST_CONFIG")
-        .env_remove("SIDECAST_JWT_SECRET")
-        .env_remove("SIDECAST_PUBLISH_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().expect("spawn sidecast");
-    let pid = child.id();
-    // Read both pipes to the end while waiting, so that a chatty child
-    // never blocks on a full pipe.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(super::WAIT) {
-        Ok(out) => out.expect("output"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
-            panic!("sidecast {args:?} did not exit within {:?}", super::WAIT);
-        }
-    };
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// `sidecast ARGS --config CFG` run to its end with exactly `env` of the
+/// variables sidecast reads ([`super::ops::run`]).
+pub fn sidecast(args: &[&str], cfg: &Path, env: &[(&str, &str)]) -> super::ops::Out {
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let args: Vec<&str> = args.iter().copied().chain(["--config", cfg]).collect();
+    super::ops::run(&args, env, None)
 }
 
 /// Replaces a file's content in one step (write a sibling, rename it over),
