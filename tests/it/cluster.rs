@@ -362,12 +362,7 @@ async fn readiness_waits_for_the_backfill_from_redis() {
 
     // The admin port is chosen in advance, so that /readyz can be asked
     // while start-up waits (the start-up line comes once ready).
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = format!("127.0.0.1:{admin_port}");
+    let admin = format!("127.0.0.1:{}", support::free_port());
     let mut o = Opts::new(&up.url());
     o.extra = redis.cluster_toml("startup_timeout = \"60s\"\n");
     let dir = support::temp_dir("backfill");

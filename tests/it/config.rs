@@ -323,11 +323,7 @@ fn a_missing_variable_and_an_unreadable_key_file_are_named() {
 
 #[test]
 fn run_with_a_bad_file_exits_before_listening() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let text = format!("[listen]\npublic = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:0\"\npublish = \"127.0.0.1:0\"\n\n[events]\nheartbeat = \"soon\"\n");
     let path = write_config("run-bad", &text);
     let out = run(&["--config", path.to_str().unwrap()], &[SECRET_ENV], None);

@@ -90,16 +90,25 @@ fn start(up: &Upstream, provider: &Provider, extra: &str) -> Sidecast {
     Sidecast::start(&o)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn provider_keys_verify_rotate_and_survive_an_outage() {
+/// Two RSA keys, a provider that serves the first as kid `one`, and the
+/// app; `None` when `openssl` is missing and the test may skip.
+async fn two_keys_one_served() -> Option<(RsaKey, RsaKey, Provider, Upstream)> {
     if !support::require("openssl") {
-        return;
+        return None;
     }
     let dir = support::temp_dir("jwks");
     let k1 = RsaKey::generate(&dir, "k1");
     let k2 = RsaKey::generate(&dir, "k2");
     let provider = Provider::start(json!({"keys": [k1.jwk("one")]})).await;
     let up = Upstream::start("app").await;
+    Some((k1, k2, provider, up))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_keys_verify_rotate_and_survive_an_outage() {
+    let Some((k1, k2, provider, up)) = two_keys_one_served().await else {
+        return;
+    };
     let sc = start(&up, &provider, "jwks_refresh = \"1s\"");
     assert_eq!(status(&sc, &k1.sign("one", &claims("alice"))).await, 200);
 
@@ -131,14 +140,9 @@ async fn provider_keys_verify_rotate_and_survive_an_outage() {
 /// once a minute: a second unknown `kid` right after fetches nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_refetches_at_most_once_a_minute() {
-    if !support::require("openssl") {
+    let Some((k1, k2, provider, up)) = two_keys_one_served().await else {
         return;
-    }
-    let dir = support::temp_dir("jwks");
-    let k1 = RsaKey::generate(&dir, "k1");
-    let k2 = RsaKey::generate(&dir, "k2");
-    let provider = Provider::start(json!({"keys": [k1.jwk("one")]})).await;
-    let up = Upstream::start("app").await;
+    };
     // A refresh far away: every fetch below is the start's or a kid's.
     let sc = start(&up, &provider, "jwks_refresh = \"1h\"");
     assert_eq!(*provider.hits.lock().unwrap(), 1, "fetched at start");

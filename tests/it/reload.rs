@@ -210,9 +210,7 @@ async fn listen_changes_are_logged_as_needing_a_restart_and_ignored() {
     let up = Upstream::start("app").await;
     let mut opts = Opts::new(&up.url());
     let sc = Sidecast::start(&opts);
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = free.local_addr().unwrap().port();
-    drop(free);
+    let port = support::free_port();
     opts.listen = "head_timeout = \"3s\"".into();
     opts.events = "retry = \"6s\"".into();
     let text = opts.toml().replace(

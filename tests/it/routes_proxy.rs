@@ -159,9 +159,7 @@ async fn events_paths_take_only_get_head_and_options() {
 async fn proxy_routes_follow_the_upstream_rules() {
     let app = Upstream::start("app").await;
     let reports = Upstream::start("reports").await;
-    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let down_addr = down.local_addr().unwrap();
-    drop(down);
+    let down_addr = support::conn::closed_port();
     let mut opts = Opts::new(&app.url());
     opts.upstream_extra = "timeout = \"1s\"\ntrusted_proxies = []".into();
     opts.extra = format!(

@@ -255,8 +255,5 @@ pub fn parse_head(raw: &str) -> Head {
 
 /// A free loopback port with nothing listening on it.
 pub fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap().to_string();
-    drop(l);
-    a
+    format!("127.0.0.1:{}", super::free_port())
 }

@@ -322,6 +322,17 @@ impl Drop for Sidecast {
     }
 }
 
+/// A loopback port that nothing listens on now (bound, then released): for
+/// a listener a test must name before it starts, or a connection that
+/// must be refused.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
 /// Sends `sig` (`TERM`, `STOP`, ...) to the process `pid`.
 pub fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")

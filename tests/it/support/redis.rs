@@ -15,14 +15,6 @@ pub struct Redis {
     persistent: bool,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Redis {
     /// Starts Redis for a test that needs it: `None` when `redis-server` is
     /// not installed and skipping is allowed ([`super::require`]); the test
@@ -37,7 +29,7 @@ impl Redis {
         let dir = super::temp_dir("redis");
         let mut r = Redis {
             child: None,
-            port: free_port(),
+            port: super::free_port(),
             dir,
             persistent,
         };

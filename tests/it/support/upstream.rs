@@ -176,12 +176,7 @@ async fn handle(
                 .body(full(serde_json::json!({"len": n}).to_string()))
         }
         "/upload" => {
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = whole_body(req).await;
             let hash = hex(&sha2::Sha256::digest(&body));
             resp.header("Content-Type", "application/json").body(full(
                 serde_json::json!({"len": body.len(), "sha256": hash}).to_string(),
@@ -204,12 +199,7 @@ async fn handle(
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
                 .collect();
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = whole_body(req).await;
             resp.header("Content-Type", "application/json").body(full(
                 serde_json::json!({
                     "upstream": name,
@@ -223,6 +213,15 @@ async fn handle(
         }
     };
     Ok(r.unwrap())
+}
+
+/// The request's body read to its end (empty when it breaks off).
+async fn whole_body(req: Request<Incoming>) -> Bytes {
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
 }
 
 fn hex(b: &[u8]) -> String {
