@@ -418,12 +418,7 @@ async fn publish_with(sc: &Sidecast, auth: Option<&str>, body: &Value) -> Respon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_need_the_static_token_or_a_publish_claim() {
-    let (_up, sc) = support::start_with(|o| {
-        o.extra = "[publish]\nrequire_token = true\n".into();
-        o.env
-            .push(("SIDECAST_PUBLISH_TOKEN".into(), PUBLISH_TOKEN.into()));
-    })
-    .await;
+    let (_up, sc) = support::start_with(|o| o.require_publish_token(PUBLISH_TOKEN)).await;
     let mut s = Sse::open_token(
         &sc.public,
         "/events?topic=orders/1",

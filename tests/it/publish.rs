@@ -390,9 +390,7 @@ async fn require_token_guards_tcp_and_socket() {
     let path = dir.join("publish.sock");
     let (_up, sc) = support::start_with(|o| {
         socket_opts(o, &path, "0600");
-        o.extra = "[publish]\nrequire_token = true\n".into();
-        o.env
-            .push(("SIDECAST_PUBLISH_TOKEN".into(), "publish-secret-xyz".into()));
+        o.require_publish_token("publish-secret-xyz");
     })
     .await;
     let body = br#"{"topic": "guarded", "data": "x"}"#;
@@ -469,9 +467,7 @@ async fn an_early_refusal_reaches_a_client_that_sends_its_body_late() {
     let sock = dir.join("publish.sock");
     let (_up, sc) = support::start_with(|o| {
         socket_opts(o, &sock, "0600");
-        o.extra = "[publish]\nrequire_token = true\n".into();
-        o.env
-            .push(("SIDECAST_PUBLISH_TOKEN".into(), "publish-secret-xyz".into()));
+        o.require_publish_token("publish-secret-xyz");
     })
     .await;
     for (path, status) in [("/publish", "401"), ("/nope", "404")] {

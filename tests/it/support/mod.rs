@@ -78,6 +78,14 @@ impl Opts {
         }
     }
 
+    /// Publishing needs a token (`[publish] require_token = true`); the
+    /// static one is `token`, given in `SIDECAST_PUBLISH_TOKEN`.
+    pub fn require_publish_token(&mut self, token: &str) {
+        self.extra.push_str("[publish]\nrequire_token = true\n");
+        self.env
+            .push(("SIDECAST_PUBLISH_TOKEN".into(), token.into()));
+    }
+
     pub fn toml(&self) -> String {
         // The suite runs the pass-through tests a second time with
         // SIDECAST_TEST_FAST_PATH=false: every request through pingora's
