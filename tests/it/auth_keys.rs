@@ -270,7 +270,8 @@ async fn jwks_file_keys_by_kid_and_several_sources_at_once() {
 
 /// Waits until `tok` opens a stream (a reload has taken it in).
 async fn until_opens(sc: &Sidecast, tok: &str, what: &str) {
-    support::eventually(what, || async { open(sc, tok).await.status == 200 }).await;
+    sc.eventually(what, || async { open(sc, tok).await.status == 200 })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -286,6 +286,20 @@ impl Sidecast {
         }
     }
 
+    /// [`eventually`], with this sidecast's log in the failure message:
+    /// for a wait on something the process does by itself (a reload, a
+    /// revocation), where the log says how far it got.
+    pub async fn eventually<F, Fut>(&self, what: &str, f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        poll_until(what, f, || {
+            format!("; sidecast's log:\n{}", self.log_text())
+        })
+        .await;
+    }
+
     pub fn publish_url(&self) -> String {
         self.publish.clone().expect("publish listener")
     }
@@ -353,7 +367,16 @@ pub fn signal(pid: u32, sig: &str) {
 }
 
 /// Polls `f` until it returns true, or panics after [`WAIT`].
-pub async fn eventually<F, Fut>(what: &str, mut f: F)
+pub async fn eventually<F, Fut>(what: &str, f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    poll_until(what, f, String::new).await;
+}
+
+/// [`eventually`], the failure message followed by `context()`.
+async fn poll_until<F, Fut>(what: &str, mut f: F, context: impl Fn() -> String)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -363,7 +386,11 @@ where
         if f().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for: {what}{}",
+            context()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
