@@ -254,7 +254,7 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         mut int,
         hup,
     } = signals;
-    tokio::spawn(crate::reload::watch(shared.clone(), levels, hup));
+    crate::reload::spawn_watch(shared.clone(), levels, hup);
     spawn_rechecks(rechecks, shared.clone());
     if let Some(c) = cluster {
         // Not ready until local history is filled from Redis, or

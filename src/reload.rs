@@ -127,28 +127,47 @@ pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
 /// Watches for SIGHUP (`hup`, registered by the caller before start-up
 /// ends, so that an early signal cannot kill the process) and for changes
 /// on disk, polling once a second.
-pub async fn watch(shared: Arc<Shared>, levels: LevelHandle, mut hup: Signal) {
-    let stamps = |shared: &Shared| -> Vec<Stamp> {
-        watched(&shared.runtime().config)
-            .iter()
-            .map(|p| stamp(p))
-            .collect()
-    };
-    let mut last = stamps(&shared);
+///
+/// The files are stamped here, before the task is spawned: stamped when
+/// the task first ran, a change made in between (the task may start after
+/// the listeners, under load) would be taken for the state loaded at
+/// start-up and never applied. Likewise each reload keeps the stamps taken
+/// before it read the files, so a change made while it reads is seen at the
+/// next tick.
+pub fn spawn_watch(shared: Arc<Shared>, levels: LevelHandle, hup: Signal) {
+    let last = stamps(&shared);
+    tokio::spawn(watch(shared, levels, hup, last));
+}
+
+fn stamps(shared: &Shared) -> (Vec<PathBuf>, Vec<Stamp>) {
+    let paths = watched(&shared.runtime().config);
+    let stamps = paths.iter().map(|p| stamp(p)).collect();
+    (paths, stamps)
+}
+
+async fn watch(
+    shared: Arc<Shared>,
+    levels: LevelHandle,
+    mut hup: Signal,
+    mut last: (Vec<PathBuf>, Vec<Stamp>),
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let why = tokio::select! {
-            _ = hup.recv() => "SIGHUP",
+        let (why, now) = tokio::select! {
+            _ = hup.recv() => ("SIGHUP", stamps(&shared)),
             _ = tick.tick() => {
                 let now = stamps(&shared);
                 if now == last {
                     continue;
                 }
-                "file change"
+                ("file change", now)
             }
         };
         reload(&shared, &levels, why);
-        last = stamps(&shared);
+        // A reload that names other files is stamped anew: the old set's
+        // stamps would differ from the new set's at every tick.
+        let after = stamps(&shared);
+        last = if after.0 == now.0 { now } else { after };
     }
 }
