@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::apps::{HttpPersistentSettings, HttpServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
-use pingora_core::protocols::http::ServerSession;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
