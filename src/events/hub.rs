@@ -66,9 +66,10 @@ pub struct Subscribe {
     pub queue: usize,
 }
 
-/// History limits of one configuration.
+/// The hub's limits under one configuration: history (its size, age and
+/// bytes, per topic by policy) and the number of open streams.
 #[derive(Clone, Debug)]
-pub struct Limits {
+pub struct HubLimits {
     pub size: usize,
     pub ttl: Duration,
     pub bytes: u64,
@@ -76,9 +77,9 @@ pub struct Limits {
     pub max_streams: usize,
 }
 
-impl Limits {
-    pub fn new(config: &Config, max_streams: usize) -> Limits {
-        Limits {
+impl HubLimits {
+    pub fn new(config: &Config, max_streams: usize) -> HubLimits {
+        HubLimits {
             size: config.events.history,
             ttl: config.events.history_ttl,
             bytes: config.events.history_bytes,
@@ -116,7 +117,7 @@ struct State {
     /// What topics dropped entirely had lost.
     forgotten: Forgotten,
     streams: HashMap<u64, Arc<StreamHandle>>,
-    limits: Limits,
+    limits: HubLimits,
     generation: u64,
 }
 
@@ -202,7 +203,7 @@ pub struct TopicInfo {
 }
 
 impl Hub {
-    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Hub {
+    pub fn new(limits: HubLimits, metrics: Arc<Metrics>) -> Hub {
         Hub {
             state: Mutex::new(State {
                 epoch: new_epoch().into(),
@@ -231,7 +232,7 @@ impl Hub {
 
     /// New limits from a reloaded configuration; history policies apply to
     /// events published from now on.
-    pub fn set_limits(&self, limits: Limits) {
+    pub fn set_limits(&self, limits: HubLimits) {
         let mut s = self.lock();
         s.limits = limits;
         s.generation += 1;

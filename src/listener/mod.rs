@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::http1::downstream::{self, Downstream, Gate};
-use crate::http1::head::{read_head, Head, HeadError, Limits};
+use crate::http1::head::{read_head, Head, HeadError, HeadLimits};
 use crate::http1::respond::Reply;
 use crate::proxy::deadline::HeaderDeadline;
 use crate::proxy::failure::{self, Failure};
@@ -47,7 +47,7 @@ pub struct Public {
     pub app: Arc<ProxyApp>,
     /// Where forward auth's streams are registered for rechecks.
     pub rechecks: Arc<Rechecks>,
-    pub limits: Limits,
+    pub limits: HeadLimits,
 }
 
 /// Accepts until told to stop. Running out of file descriptors pauses the
@@ -187,7 +187,7 @@ fn own_bytes(head: &Head, buf: &[u8]) -> (usize, Gate) {
 async fn next_head<C: Conn>(
     io: &mut C,
     buf: &mut Vec<u8>,
-    limits: Limits,
+    limits: HeadLimits,
     first: bool,
     shared: &Shared,
 ) -> Result<Head, HeadError> {

@@ -241,8 +241,8 @@ fn response_head(
     }))
 }
 
-/// Why a relay ended early, for the access log.
-struct Ended {
+/// How a relay or a tunnel ended, for the access log.
+struct Relayed {
     /// The status the client got (0: none).
     status: u16,
     error: &'static str,
@@ -319,7 +319,7 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     req.extend_from_slice(&buf[head.len..head.len + in_buf]);
     buf.drain(..head.len + in_buf);
     let body_left = length - in_buf as u64;
-    let limits = Limits {
+    let timeouts = Timeouts {
         connect: up.connect_timeout,
         head: up.timeout,
         idle: up.body_idle_timeout,
@@ -330,12 +330,12 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
         &req,
         body_left,
         addr,
-        limits,
+        timeouts,
         head.method == "HEAD",
         close_client,
     )
     .await;
-    let Ended {
+    let Relayed {
         status,
         error,
         sidecast_error,
@@ -362,15 +362,17 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     keep_client && !close_client
 }
 
+/// The `[upstream]` timeouts of one exchange: connecting, the response
+/// head (and the client's body), and a silent response body.
 #[derive(Clone, Copy)]
-struct Limits {
+struct Timeouts {
     connect: Duration,
     head: Duration,
     idle: Duration,
 }
 
-fn failed(f: Failure, error: &'static str) -> Ended {
-    Ended {
+fn failed(f: Failure, error: &'static str) -> Relayed {
+    Relayed {
         status: f.status,
         error,
         sidecast_error: f.code,
@@ -384,7 +386,7 @@ async fn answer<C: AsyncWrite + Unpin>(
     f: Failure,
     head_only: bool,
     error: &'static str,
-) -> Ended {
+) -> Relayed {
     let _ = failure::reply(f).send(io, 1, false, head_only).await;
     failed(f, error)
 }
@@ -397,10 +399,10 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
     req: &[u8],
     body_left: u64,
     addr: SocketAddr,
-    limits: Limits,
+    timeouts: Timeouts,
     is_head: bool,
     close_client: bool,
-) -> Result<Ended, Ended> {
+) -> Result<Relayed, Relayed> {
     let unreachable = Failure {
         status: 502,
         code: failure::UNREACHABLE,
@@ -414,14 +416,14 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
     let (mut conn, deadline) = loop {
         let (mut conn, was_pooled) = match reused.take() {
             Some(c) => (c, true),
-            None => match pool::connect(addr, limits.connect).await {
+            None => match pool::connect(addr, timeouts.connect).await {
                 Ok(c) => (c, false),
                 Err(_) => return Err(answer(io, unreachable, is_head, "ConnectError").await),
             },
         };
         let sent = conn.write_all(req).await;
         let sent = match sent {
-            Ok(()) if body_left > 0 => stream_body(io, &mut conn, body_left, limits.head).await,
+            Ok(()) if body_left > 0 => stream_body(io, &mut conn, body_left, timeouts.head).await,
             other => other.map_err(|_| "WriteError"),
         };
         if let Err(e) = sent {
@@ -441,7 +443,7 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
             };
             return Err(answer(io, f, is_head, e).await);
         }
-        let deadline = tokio::time::Instant::now() + limits.head;
+        let deadline = tokio::time::Instant::now() + timeouts.head;
         // The first read tells whether a pooled connection was still alive.
         rbuf.clear();
         match tokio::time::timeout_at(deadline, conn.read_buf(&mut rbuf)).await {
@@ -498,7 +500,7 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    let body = relay_body(io, &mut conn, &mut rbuf, &mut out, &resp, limits.idle).await;
+    let body = relay_body(io, &mut conn, &mut rbuf, &mut out, &resp, timeouts.idle).await;
     pool::give_back(rbuf, READ_SIZE);
     let status = resp.status;
     match body {
@@ -506,14 +508,14 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
             if clean && resp.reusable {
                 pool::checkin(addr, conn);
             }
-            Ok(Ended {
+            Ok(Relayed {
                 status,
                 error: "",
                 sidecast_error: "",
                 keep_client: resp.framing != Framing::Close,
             })
         }
-        Err(error) => Ok(Ended {
+        Err(error) => Ok(Relayed {
             status,
             error,
             sidecast_error: "",
@@ -651,7 +653,7 @@ pub async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     );
     buf.drain(..head.len);
     let ended = upgrade(io, buf, &req, addr, up.connect_timeout, up.timeout).await;
-    let Ended {
+    let Relayed {
         status,
         error,
         sidecast_error,
@@ -681,7 +683,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
     addr: SocketAddr,
     connect: Duration,
     wait: Duration,
-) -> Result<Ended, Ended> {
+) -> Result<Relayed, Relayed> {
     let mut conn = match pool::connect(addr, connect).await {
         Ok(c) => c,
         Err(_) => {
@@ -723,7 +725,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
             Ok(Some(h)) => {
                 // The app declined the upgrade: its answer, then close.
                 let r = relay_body(io, &mut conn, &mut rbuf, &mut out, &h, wait).await;
-                return Ok(Ended {
+                return Ok(Relayed {
                     status: h.status,
                     error: r.err().unwrap_or(""),
                     sidecast_error: "",
@@ -740,7 +742,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
     out.extend_from_slice(&rbuf[..resp.len]);
     out.extend_from_slice(&rbuf[resp.len..]);
     if io.write_all(&out).await.is_err() {
-        return Ok(Ended {
+        return Ok(Relayed {
             status: 101,
             error: "WriteError",
             sidecast_error: "",
@@ -752,7 +754,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
         early.clear();
     }
     let joined = tokio::io::copy_bidirectional(io, &mut conn).await;
-    Ok(Ended {
+    Ok(Relayed {
         status: 101,
         error: if joined.is_err() {
             "UpgradedClosed"

@@ -313,7 +313,7 @@ fn first_frames(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::hub::Limits;
+    use crate::events::hub::HubLimits;
 
     /// Every open stream is one such task, and idle streams are what a pod
     /// holds by the thousand: the whole task (the connection, the writer,
@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn a_stream_task_stays_small() {
         let metrics = Arc::new(Metrics::new());
-        let limits = Limits {
+        let limits = HubLimits {
             size: 0,
             ttl: Duration::ZERO,
             bytes: 0,
