@@ -8,6 +8,31 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+/// Why one value is wrong, as its error line says it (`expected a
+/// duration such as "15s", found 3`). The parsers of single values return
+/// it; [`Table`] places it at the value's line and column under its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Expected(String);
+
+impl From<String> for Expected {
+    fn from(message: String) -> Expected {
+        Expected(message)
+    }
+}
+
+impl From<&str> for Expected {
+    fn from(message: &str) -> Expected {
+        Expected(message.to_owned())
+    }
+}
+
+impl AsRef<str> for Expected {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Collects the problems of one file, with what is needed to turn a byte
 /// offset into a line and column.
 pub(crate) struct Diag<'s> {
@@ -114,7 +139,7 @@ impl<'t, 'i> Table<'t, 'i> {
         &mut self,
         d: &mut Diag,
         key: &'static str,
-        parse: impl FnOnce(&DeValue) -> Result<T, String>,
+        parse: impl FnOnce(&DeValue) -> Result<T, Expected>,
     ) -> Option<T> {
         let value = self.raw(key)?;
         match parse(value.get_ref()) {
@@ -131,7 +156,7 @@ impl<'t, 'i> Table<'t, 'i> {
         &mut self,
         d: &mut Diag,
         key: &'static str,
-        parse: impl FnOnce(&DeValue) -> Result<T, String>,
+        parse: impl FnOnce(&DeValue) -> Result<T, Expected>,
     ) -> Option<(T, Range<usize>)> {
         let value = self.raw(key)?;
         let span = value.span();
@@ -151,7 +176,7 @@ impl<'t, 'i> Table<'t, 'i> {
         &mut self,
         d: &mut Diag,
         key: &'static str,
-        mut each: impl FnMut(&str) -> Result<T, String>,
+        mut each: impl FnMut(&str) -> Result<T, Expected>,
     ) -> Option<Vec<T>> {
         let value = self.raw(key)?;
         let path = self.key_path(key);
@@ -174,7 +199,8 @@ impl<'t, 'i> Table<'t, 'i> {
                 other => Err(format!(
                     "expected an array of strings, found an element that is {}",
                     type_str(other)
-                )),
+                )
+                .into()),
             };
             match checked {
                 Ok(v) => out.push(v),
@@ -264,27 +290,27 @@ pub(crate) fn type_str(v: &DeValue) -> &'static str {
     v.type_str()
 }
 
-pub(crate) fn string(v: &DeValue) -> Result<String, String> {
+pub(crate) fn string(v: &DeValue) -> Result<String, Expected> {
     match v {
         DeValue::String(s) => Ok(s.to_string()),
-        other => Err(format!("expected a string, found {}", type_str(other))),
+        other => Err(format!("expected a string, found {}", type_str(other)).into()),
     }
 }
 
-pub(crate) fn boolean(v: &DeValue) -> Result<bool, String> {
+pub(crate) fn boolean(v: &DeValue) -> Result<bool, Expected> {
     v.as_bool()
-        .ok_or_else(|| format!("expected true or false, found {}", type_str(v)))
+        .ok_or_else(|| format!("expected true or false, found {}", type_str(v)).into())
 }
 
-pub(crate) fn integer(v: &DeValue) -> Result<u64, String> {
+pub(crate) fn integer(v: &DeValue) -> Result<u64, Expected> {
     match v {
         DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix())
-            .map_err(|_| format!("expected a non-negative integer, found {}", i.as_str())),
-        other => Err(format!("expected an integer, found {}", type_str(other))),
+            .map_err(|_| format!("expected a non-negative integer, found {}", i.as_str()).into()),
+        other => Err(format!("expected an integer, found {}", type_str(other)).into()),
     }
 }
 
-pub(crate) fn strings(v: &DeValue) -> Result<Vec<String>, String> {
+pub(crate) fn strings(v: &DeValue) -> Result<Vec<String>, Expected> {
     match v {
         DeValue::Array(items) => items
             .iter()
@@ -293,36 +319,36 @@ pub(crate) fn strings(v: &DeValue) -> Result<Vec<String>, String> {
                 other => Err(format!(
                     "expected an array of strings, found an element that is {}",
                     type_str(other)
-                )),
+                )
+                .into()),
             })
             .collect(),
-        other => Err(format!(
-            "expected an array of strings, found {}",
-            type_str(other)
-        )),
+        other => Err(format!("expected an array of strings, found {}", type_str(other)).into()),
     }
 }
 
 /// A string or an array of strings (`audience`).
-pub(crate) fn one_or_many(v: &DeValue) -> Result<Vec<String>, String> {
+pub(crate) fn one_or_many(v: &DeValue) -> Result<Vec<String>, Expected> {
     match v {
         DeValue::String(s) => Ok(vec![s.to_string()]),
         DeValue::Array(_) => strings(v),
         other => Err(format!(
             "expected a string or an array of strings, found {}",
             type_str(other)
-        )),
+        )
+        .into()),
     }
 }
 
 /// The name of an environment variable that holds a secret. The value is
 /// never echoed: a secret pasted here by mistake must not reach a log.
-pub(crate) fn env_name(v: &DeValue) -> Result<String, String> {
+pub(crate) fn env_name(v: &DeValue) -> Result<String, Expected> {
     let DeValue::String(s) = v else {
         return Err(format!(
             "expected the name of an environment variable, found {}",
             type_str(v)
-        ));
+        )
+        .into());
     };
     let mut chars = s.chars();
     let ok = chars
@@ -338,23 +364,25 @@ pub(crate) fn env_name(v: &DeValue) -> Result<String, String> {
 }
 
 /// `"15s"`, `"500ms"`, `"1h 30m"`.
-pub(crate) fn duration(v: &DeValue) -> Result<Duration, String> {
+pub(crate) fn duration(v: &DeValue) -> Result<Duration, Expected> {
     let DeValue::String(s) = v else {
         return Err(format!(
             "expected a duration string such as \"15s\" or \"500ms\", found {}",
             type_str(v)
-        ));
+        )
+        .into());
     };
     parse_duration(s)
 }
 
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("expected a duration such as \"15s\" or \"500ms\", found {s:?} ({e})"))
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, Expected> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("expected a duration such as \"15s\" or \"500ms\", found {s:?} ({e})").into()
+    })
 }
 
 /// Bytes: an integer, or a string such as `"64MiB"`.
-pub(crate) fn size(v: &DeValue) -> Result<u64, String> {
+pub(crate) fn size(v: &DeValue) -> Result<u64, Expected> {
     match v {
         DeValue::Integer(_) => integer(v),
         DeValue::String(s) => s
@@ -363,11 +391,13 @@ pub(crate) fn size(v: &DeValue) -> Result<u64, String> {
             .map(|b| b.as_u64())
             .map_err(|_| {
                 format!("expected a size in bytes or a string such as \"64MiB\", found {s:?}")
+                    .into()
             }),
         other => Err(format!(
             "expected a size (integer bytes or a string such as \"64MiB\"), found {}",
             type_str(other)
-        )),
+        )
+        .into()),
     }
 }
 

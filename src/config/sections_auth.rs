@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
-use super::reader::{self as r, take, Diag, Table};
+use super::reader::{self as r, take, Diag, Expected, Table};
 use super::sections::{Auth, AuthMode, ForwardUser};
 use super::values::{nonzero_duration as nonzero, path_value as file_path};
 use crate::keys;
 use crate::topic::Pattern;
 
-fn algorithm(name: &str) -> Result<Algorithm, String> {
+fn algorithm(name: &str) -> Result<Algorithm, Expected> {
     name.parse::<Algorithm>().map_err(|_| {
-        format!("expected algorithms among HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA, found {name:?}")
+        format!("expected algorithms among HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA, found {name:?}").into()
     })
 }
 
@@ -57,7 +57,7 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
             |v| match r::string(v)?.as_str() {
                 "jwt" => Ok(AuthMode::Jwt),
                 "forward" => Ok(AuthMode::Forward),
-                other => Err(format!("expected \"jwt\" or \"forward\", found {other:?}")),
+                other => Err(format!("expected \"jwt\" or \"forward\", found {other:?}").into()),
             },
             AuthMode::Jwt
         ),
@@ -72,9 +72,7 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
             if url.starts_with("http://") || url.starts_with("https://") {
                 Ok(url)
             } else {
-                Err(format!(
-                    "expected an http:// or https:// URL, found {url:?}"
-                ))
+                Err(format!("expected an http:// or https:// URL, found {url:?}").into())
             }
         }),
         algorithms: read_algorithms(d, t),
@@ -89,16 +87,19 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
             if f.starts_with('/') || f.starts_with("http://") {
                 Ok(f)
             } else {
-                Err(format!(
-                    "expected a path such as \"/api/me\" or an http:// URL, found {f:?}"
-                ))
+                Err(
+                    format!("expected a path such as \"/api/me\" or an http:// URL, found {f:?}")
+                        .into(),
+                )
             }
         }),
         forward_headers: t
             .get_list(d, "forward_headers", |h| {
                 http::HeaderName::from_bytes(h.as_bytes())
                     .map(|_| h.to_ascii_lowercase())
-                    .map_err(|_| format!("expected a header name such as \"cookie\", found {h:?}"))
+                    .map_err(|_| {
+                        format!("expected a header name such as \"cookie\", found {h:?}").into()
+                    })
             })
             .unwrap_or_else(|| vec!["cookie".to_owned(), "authorization".to_owned()]),
         forward_user: take!(
@@ -116,7 +117,7 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
                 }
                 Err(format!(
                 "expected \"header:NAME\" or a JSON pointer starting with '/' such as \"/user/id\", found {f:?}"
-            ))
+            ).into())
             },
             ForwardUser::Header("sidecast-user".to_owned())
         ),
@@ -124,7 +125,7 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
             .get_list(d, "forward_grants", |g| {
                 Pattern::parse(&g.replace("{sub}", "x"))
                     .map(|_| g.to_owned())
-                    .map_err(|e| format!("bad grant pattern {g:?}: {e}"))
+                    .map_err(|e| format!("bad grant pattern {g:?}: {e}").into())
             })
             .unwrap_or_default(),
         forward_timeout: take!(t, d, "forward_timeout", nonzero, Duration::from_secs(3)),

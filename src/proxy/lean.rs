@@ -151,13 +151,14 @@ struct RespHead {
 }
 
 /// Parses a response head from `buf` and writes the client's head into
-/// `out`; `None` when more bytes are needed.
+/// `out`; `None` when more bytes are needed, `Err` when the app's head is
+/// not HTTP (answered as a bad upstream).
 fn response_head(
     buf: &[u8],
     out: &mut Vec<u8>,
     is_head: bool,
     close_client: bool,
-) -> Result<Option<RespHead>, String> {
+) -> Result<Option<RespHead>, httparse::Error> {
     let mut slots = [httparse::EMPTY_HEADER; 64];
     let mut many;
     let mut resp = httparse::Response::new(&mut slots);
@@ -168,8 +169,7 @@ fn response_head(
             resp.parse(buf)
         }
         other => other,
-    }
-    .map_err(|e| format!("invalid response head: {e}"))?;
+    }?;
     let httparse::Status::Complete(len) = status else {
         return Ok(None);
     };
