@@ -276,14 +276,32 @@ impl<'t, 'i> Table<'t, 'i> {
                 let mut known: Vec<&str> = self.used.clone();
                 known.sort_unstable();
                 known.dedup();
+                let hint = closest(name, &known)
+                    .map(|k| format!(", did you mean `{k}`?"))
+                    .unwrap_or_default();
                 d.error(
                     &k.span(),
                     &self.key_path(name),
-                    format!("{what} (known here: {})", known.join(", ")),
+                    format!("{what}{hint} (known here: {})", known.join(", ")),
                 );
             }
         }
     }
+}
+
+/// The known key a typo most likely meant: the nearest by edit distance
+/// (a swap of two neighbours counts as one edit), and only when it is near
+/// enough to be that key misspelt (at most one edit in three letters, so
+/// none for a name of one or two), so that a key from another section or
+/// another program gets no guess. On a tie, the first in `known`'s order.
+fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    let allowed = name.chars().count() / 3;
+    known
+        .iter()
+        .map(|k| (strsim::osa_distance(name, k), *k))
+        .filter(|(d, _)| *d <= allowed)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
 }
 
 pub(crate) fn type_str(v: &DeValue) -> &'static str {
@@ -409,3 +427,85 @@ macro_rules! take {
     };
 }
 pub(super) use take;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `src` the way the sections read theirs: a table `[a]` with an
+    /// integer `count` and a duration `wait`, then tables `[[r]]` with a
+    /// list of non-empty `names`; every problem line, in the order of the
+    /// file.
+    fn problems(src: &str) -> Vec<String> {
+        let mut d = Diag::new("f.toml", src);
+        let doc = DeTable::parse(src).expect("valid TOML");
+        let mut root = Table::new(Some(doc.get_ref()), String::new(), doc.span());
+        let mut a = root.table(&mut d, "a");
+        let _ = a.get(&mut d, "count", integer);
+        let _ = a.get(&mut d, "wait", duration);
+        a.finish(&mut d);
+        for mut r in root.array_of_tables(&mut d, "r") {
+            let _ = r.get_list(&mut d, "names", |s| match s {
+                "" => Err("expected a name".into()),
+                s => Ok(s.to_owned()),
+            });
+            r.finish(&mut d);
+        }
+        root.finish(&mut d);
+        d.into_lines()
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_at_its_key_path_in_file_order() {
+        // `[[r]]` stands before `[a]`, which is read first: the lines still
+        // come in the order of the file.
+        let src = "[[r]]\nnames = [\"ok\", \"\"]\n\n[[r]]\nnames = \"x\"\nextra = true\n\n[a]\ncount = \"x\"\nwait = 5\ncuont = 1\n\n[b]\n";
+        assert_eq!(
+            problems(src),
+            [
+                "f.toml:2:16: r[0].names: expected a name",
+                "f.toml:5:9: r[1].names: expected an array of strings, found string",
+                "f.toml:6:1: r[1].extra: unknown key (known here: names)",
+                "f.toml:9:9: a.count: expected an integer, found string",
+                "f.toml:10:8: a.wait: expected a duration string such as \"15s\" or \"500ms\", found integer",
+                "f.toml:11:1: a.cuont: unknown key, did you mean `count`? (known here: count, wait)",
+                "f.toml:13:2: b: unknown section or key (known here: a, r)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_good_file_has_no_problems() {
+        assert!(problems("[a]\ncount = 3\nwait = \"1s\"\n[[r]]\nnames = [\"x\"]\n").is_empty());
+        assert!(problems("").is_empty());
+    }
+
+    #[test]
+    fn a_value_that_should_be_a_table_is_one_problem() {
+        assert_eq!(
+            problems("a = 1\nr = \"x\"\n"),
+            [
+                "f.toml:1:5: a: expected a table, found integer",
+                "f.toml:2:5: r: expected an array of tables ([[...]])",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_typo_is_answered_with_the_key_it_most_likely_meant() {
+        let history = ["history", "history_ttl", "queue"];
+        assert_eq!(closest("histroy", &history), Some("history"));
+        assert_eq!(closest("History", &history), Some("history"));
+        assert_eq!(closest("sizee", &["pattern", "size", "ttl"]), Some("size"));
+        assert_eq!(
+            closest("hed_timeout", &["head_timeout"]),
+            Some("head_timeout")
+        );
+        // Too far from every key: no guess.
+        assert_eq!(closest("colour", &["admin", "public", "publish"]), None);
+        assert_eq!(closest("x", &["ttl", "size"]), None);
+        assert_eq!(closest("secret", &["secret_env", "secret_file"]), None);
+        // A tie goes to the first known key.
+        assert_eq!(closest("abc", &["abd", "abe"]), Some("abd"));
+    }
+}
