@@ -26,9 +26,9 @@ use super::failure::{self, Failure};
 use super::forwarding::{is_trusted, plan, Action};
 use super::hop::Nominated;
 use super::pool;
+use super::Routed;
 use crate::http1::chunked::ChunkScan;
 use crate::http1::head::Head;
-use crate::routes::strip;
 use crate::state::Shared;
 
 /// The access log's error for a response body silent past
@@ -251,7 +251,7 @@ struct Relayed {
 }
 
 /// Where a proxied request goes, as both the relay and the tunnel need it.
-struct Routed<'a> {
+struct Destination<'a> {
     addr: SocketAddr,
     /// The route's label in metrics and the access log.
     label: &'a str,
@@ -261,24 +261,12 @@ struct Routed<'a> {
     trusted: bool,
 }
 
-fn routed<'a>(rt: &'a crate::state::Runtime, head: &'a Head, peer: SocketAddr) -> Routed<'a> {
-    let up = &rt.config.upstream;
-    let route = rt
-        .routes
-        .proxy_for(head.path())
-        .map(|i| &rt.routes.proxy[i]);
-    let (addr, label) = match route {
-        Some(r) => (r.target.addr, r.prefix.as_str()),
-        None => (up.target.addr, "upstream"),
-    };
-    let target = match route {
-        Some(r) if r.strip_prefix => strip(&r.prefix, &head.target).into(),
-        _ => head.target.as_str().into(),
-    };
-    Routed {
-        addr,
-        label,
-        target,
+fn destination<'a>(routed: &'a Routed, head: &'a Head, peer: SocketAddr) -> Destination<'a> {
+    let up = &routed.runtime().config.upstream;
+    Destination {
+        addr: routed.target().addr,
+        label: routed.label(),
+        target: routed.upstream_target(&head.target),
         trusted: is_trusted(Some(peer.ip()), &up.trusted_proxies),
     }
 }
@@ -292,17 +280,17 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     buf: &mut Vec<u8>,
     head: &Head,
     peer: SocketAddr,
+    routed: &Routed,
     shared: &Shared,
 ) -> bool {
     let started = Instant::now();
-    let rt = shared.runtime();
-    let up = &rt.config.upstream;
-    let Routed {
+    let up = &routed.runtime().config.upstream;
+    let Destination {
         addr,
         label,
         target,
         trusted,
-    } = routed(&rt, head, peer);
+    } = destination(routed, head, peer);
     let target = target.as_ref();
     let length = content_length(head);
     let in_buf = (buf.len() - head.len).min(usize::try_from(length).unwrap_or(usize::MAX));
@@ -348,6 +336,7 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     }
     crate::proxy::record(
         shared,
+        routed.runtime(),
         crate::proxy::Access {
             method: &head.method,
             target: &head.target,
@@ -629,17 +618,17 @@ pub async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     buf: &mut Vec<u8>,
     head: &Head,
     peer: SocketAddr,
+    routed: &Routed,
     shared: &Shared,
 ) {
     let started = Instant::now();
-    let rt = shared.runtime();
-    let up = &rt.config.upstream;
-    let Routed {
+    let up = &routed.runtime().config.upstream;
+    let Destination {
         addr,
         label,
         target,
         trusted,
-    } = routed(&rt, head, peer);
+    } = destination(routed, head, peer);
     let target = target.as_ref();
     let mut req = Vec::with_capacity(head.len + 128);
     request_head(
@@ -663,6 +652,7 @@ pub async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     };
     crate::proxy::record(
         shared,
+        routed.runtime(),
         crate::proxy::Access {
             method: &head.method,
             target: &head.target,

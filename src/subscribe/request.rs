@@ -207,7 +207,7 @@ fn fill_refusal(e: Fill) -> Reply {
 /// reply to send instead (or a passing refusal, for `Unavailable`).
 pub async fn resolve(
     head: &Head,
-    route: Option<usize>,
+    events_route: Option<&EventsRoute>,
     params: &[(&str, &str)],
     rt: &Runtime,
     shared: &Shared,
@@ -215,7 +215,6 @@ pub async fn resolve(
 ) -> Result<Asked, Refusal> {
     let q = query(head);
     let config = &rt.config;
-    let events_route = route.map(|i| &rt.routes.events[i]);
     let (mut wanted, later) = topics_before_auth(&q, events_route, params, rt)?;
     let known: Vec<Topic> = wanted.iter().map(|w| w.topic.clone()).collect();
     let (principal, forward) = authenticate(head, rt, shared, peer, &known).await?;

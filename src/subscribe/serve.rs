@@ -19,6 +19,7 @@ use crate::events::stream::{self, jittered, Settings};
 use crate::http1::head::Head;
 use crate::http1::respond::Reply;
 use crate::metrics::{Metrics, RouteLabel};
+use crate::routes::EventsRoute;
 use crate::state::{Runtime, Shared};
 
 /// What the connection does after an events request.
@@ -140,21 +141,28 @@ fn sse_head(minor: u8, origin: &Option<String>) -> String {
     h
 }
 
+/// The events route a head matched in the runtime it was routed with
+/// (`None`: `[events] path`), and the path segments its template bound.
+pub struct Matched<'r> {
+    pub route: Option<&'r EventsRoute>,
+    pub params: Vec<(String, String)>,
+}
+
 /// Serves one events request up to its stream: a refusal or a complete
 /// answer is written here, a stream is returned as [`After::Stream`] for
 /// the caller to run. `head` is taken by value: a long-lived stream keeps
-/// nothing of its request.
+/// nothing of its request. `rt` is the runtime the head was routed with:
+/// every setting is read from it.
 pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
     head: Head,
-    route: Option<usize>,
-    params: Vec<(String, String)>,
+    rt: &Runtime,
+    matched: Matched<'_>,
     shared: &Arc<Shared>,
     rechecks: &Rechecks,
     peer: std::net::SocketAddr,
 ) -> After {
-    let rt = shared.runtime();
-    let origin = cors(&head, &rt);
+    let origin = cors(&head, rt);
     // Before anything else: sidecast answers this request itself and reads
     // no body, so a body left on the connection would be parsed as the next
     // request (a smuggled request, behind any ingress that shares
@@ -176,22 +184,23 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         }
         return reply(io, &head, r).await;
     }
-    let params_ref: Vec<(&str, &str)> = params
+    let params: Vec<(&str, &str)> = matched
+        .params
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let asked = match resolve(&head, route, &params_ref, &rt, shared, Some(peer.ip())).await {
+    let asked = match resolve(&head, matched.route, &params, rt, shared, Some(peer.ip())).await {
         Ok(a) => a,
         Err(Refusal::Reply(r)) => return reply(io, &head, with_cors(r, &origin)).await,
         Err(Refusal::Denied(Denied::Unavailable(reason))) => {
-            return unavailable(io, &head, &rt, &origin, &reason).await
+            return unavailable(io, &head, rt, &origin, &reason).await
         }
         Err(Refusal::Denied(d)) => {
             return reply(io, &head, with_cors(denied_reply(&d, shared), &origin)).await
         }
     };
     if asked.poll {
-        let keep = super::poll::serve(io, &head, asked, &rt, shared, &origin).await;
+        let keep = super::poll::serve(io, &head, asked, rt, shared, &origin).await;
         return if keep { After::KeepAlive } else { After::Close };
     }
     if head.method == "HEAD" {
@@ -206,9 +215,9 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         };
     }
     if shared.lifecycle.is_draining() {
-        return unavailable(io, &head, &rt, &origin, "draining").await;
+        return unavailable(io, &head, rt, &origin, "draining").await;
     }
-    open(io, head, asked, &rt, shared, rechecks, origin).await
+    open(io, head, asked, rt, shared, rechecks, origin).await
 }
 
 async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
