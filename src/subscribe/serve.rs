@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::recheck::Rechecks;
-use super::request::{accepts_sse, denied_reply, resolve, Asked, Refusal};
+use super::request::{accepts_sse, cors_origin, denied_reply, resolve, Asked, Refusal};
 use crate::auth::Denied;
 use crate::events::frame::{chunked, control, notice};
 use crate::events::hub::{Hub, Opening, Refused, Subscribe};
@@ -58,16 +58,6 @@ impl Opened {
         self.metrics.closed(ended.label());
         tracing::info!(target: "sidecast::stream", stream = handle.id, route = %self.route, reason = ended.label(), duration_ms = started.elapsed().as_millis() as u64, "stream closed");
     }
-}
-
-fn cors(head: &Head, rt: &Runtime) -> Option<String> {
-    let origin = head.header("origin")?;
-    rt.config
-        .events
-        .cors_origins
-        .iter()
-        .find(|o| o.as_bytes() == origin)
-        .cloned()
 }
 
 fn with_cors(mut r: Reply, origin: &Option<String>) -> Reply {
@@ -162,7 +152,7 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
     rechecks: &Rechecks,
     peer: std::net::SocketAddr,
 ) -> After {
-    let origin = cors(&head, rt);
+    let origin = cors_origin(&head, &rt.config.events.cors_origins);
     // Before anything else: sidecast answers this request itself and reads
     // no body, so a body left on the connection would be parsed as the next
     // request (a smuggled request, behind any ingress that shares
