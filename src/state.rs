@@ -55,7 +55,7 @@ impl Runtime {
     }
 }
 
-pub struct Shared {
+pub(crate) struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,

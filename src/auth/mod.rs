@@ -4,10 +4,10 @@
 //! for a request (the configured mode) in `mode`. Nothing here knows of
 //! streams or listeners: the subscribe layer above calls in.
 
-pub mod forward;
-pub mod jwks;
+pub(crate) mod forward;
+pub(crate) mod jwks;
 pub mod jwt;
-pub mod mode;
+pub(crate) mod mode;
 
 use std::collections::HashMap;
 use std::sync::Arc;

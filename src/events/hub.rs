@@ -61,7 +61,6 @@ pub struct Subscribe {
     pub topics: Vec<Topic>,
     pub user: Option<Arc<str>>,
     pub key_id: Option<Arc<str>>,
-    pub route: Arc<str>,
     pub start: Start,
     pub queue: usize,
 }
@@ -226,10 +225,6 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     /// New limits from a reloaded configuration; history policies apply to
     /// events published from now on.
     pub fn set_limits(&self, limits: HubLimits) {
@@ -269,7 +264,6 @@ impl Hub {
             req.user,
             req.topics.into_boxed_slice(),
             req.key_id,
-            req.route,
             req.queue,
         ));
         for t in handle.topics.iter() {
@@ -364,6 +358,7 @@ impl Hub {
         s.trim_fifo();
     }
 
+    #[cfg(test)]
     pub fn newest_id(&self) -> String {
         let s = self.lock();
         format_id(&s.epoch, s.last_seq)
@@ -452,7 +447,8 @@ impl Hub {
         self.metrics.events_published.inc();
     }
 
-    /// Bytes of history held (tests and `/metrics`).
+    /// Bytes of history held.
+    #[cfg(test)]
     pub fn history_bytes(&self) -> u64 {
         self.lock().bytes
     }

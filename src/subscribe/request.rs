@@ -199,7 +199,7 @@ impl<'r> EventsRequest<'r> {
             let lookup = claim_lookup(&principal.claims);
             for t in self.later {
                 match t.build(params, principal.user.as_deref(), &lookup) {
-                    Ok(topic) => push(&mut self.wanted, topic, !t.from_token_only()),
+                    Ok(topic) => push(&mut self.wanted, topic, !t.is_subscribers_own()),
                     Err(Fill::Missing(name)) => {
                         return Err(Refusal::Denied(Denied::Forbidden(format!(
                             "this route needs the {name} claim, which the token does not carry"

@@ -238,7 +238,6 @@ async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
         topics: asked.topics,
         user: asked.principal.user.clone(),
         key_id: asked.principal.key_id.clone(),
-        route: asked.route.clone(),
         start: asked.start,
         queue: ev.queue,
     };
@@ -328,14 +327,7 @@ mod tests {
             max_streams: 1,
         };
         let opened = Opened {
-            handle: Arc::new(StreamHandle::new(
-                1,
-                None,
-                Box::new([]),
-                None,
-                Arc::from("r"),
-                4,
-            )),
+            handle: Arc::new(StreamHandle::new(1, None, Box::new([]), None, 4)),
             first: Vec::new(),
             settings: Settings {
                 heartbeat: Duration::from_secs(1),

@@ -60,7 +60,6 @@ fn sub_cap(
         topics: topics.iter().map(|n| t(n)).collect(),
         user: user.map(Arc::from),
         key_id: None,
-        route: Arc::from("events"),
         start,
         queue,
     })
@@ -562,7 +561,6 @@ fn max_streams_refuses_beyond_the_limit() {
         topics: vec![t("a")],
         user: None,
         key_id: None,
-        route: Arc::from("events"),
         start: Start::New,
         queue: 10,
     });
@@ -573,7 +571,6 @@ fn max_streams_refuses_beyond_the_limit() {
             topics: vec![t("a")],
             user: None,
             key_id: None,
-            route: Arc::from("events"),
             start: Start::New,
             queue: 10,
         })
