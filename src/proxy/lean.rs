@@ -250,25 +250,57 @@ struct Relayed {
     keep_client: bool,
 }
 
-/// Where a proxied request goes, as both the relay and the tunnel need it.
-struct Destination<'a> {
-    addr: SocketAddr,
-    /// The route's label in metrics and the access log.
-    label: &'a str,
-    /// The target sent upstream (the prefix stripped when the route says so).
-    target: std::borrow::Cow<'a, str>,
-    /// The peer is a trusted proxy (its forwarding headers are kept).
-    trusted: bool,
+/// The request head sent upstream for `head` (the first `head.len` bytes
+/// of `buf`), with room for `body` bytes more, and the address it goes to:
+/// the route's target, the prefix stripped when the route says so, the
+/// forwarding headers kept only from a trusted proxy.
+fn upstream_request(
+    buf: &[u8],
+    head: &Head,
+    routed: &Routed,
+    peer: SocketAddr,
+    upgrade: bool,
+    body: usize,
+) -> (SocketAddr, Vec<u8>) {
+    let up = &routed.runtime().config.upstream;
+    let trusted = is_trusted(Some(peer.ip()), &up.trusted_proxies);
+    let target = routed.upstream_target(&head.target);
+    let mut req = Vec::with_capacity(head.len + 128 + body);
+    request_head(
+        &mut req,
+        &buf[..head.len],
+        head,
+        &target,
+        peer,
+        trusted,
+        upgrade,
+    );
+    (routed.target().addr, req)
 }
 
-fn destination<'a>(routed: &'a Routed, head: &'a Head, peer: SocketAddr) -> Destination<'a> {
-    let up = &routed.runtime().config.upstream;
-    Destination {
-        addr: routed.target().addr,
-        label: routed.label(),
-        target: routed.upstream_target(&head.target),
-        trusted: is_trusted(Some(peer.ip()), &up.trusted_proxies),
-    }
+/// Counts and logs a request that the relay or the tunnel ended.
+fn record(
+    shared: &Shared,
+    routed: &Routed,
+    head: &Head,
+    peer: SocketAddr,
+    started: Instant,
+    ended: &Relayed,
+) {
+    crate::proxy::record(
+        shared,
+        routed.runtime(),
+        crate::proxy::Access {
+            method: &head.method,
+            target: &head.target,
+            status: ended.status,
+            route: routed.label(),
+            started,
+            peer: &peer.to_string(),
+            error: ended.error,
+            sidecast_error: ended.sidecast_error,
+        },
+    );
 }
 
 /// Relays one plain request to its upstream and the response back. `buf`
@@ -285,25 +317,9 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
 ) -> bool {
     let started = Instant::now();
     let up = &routed.runtime().config.upstream;
-    let Destination {
-        addr,
-        label,
-        target,
-        trusted,
-    } = destination(routed, head, peer);
-    let target = target.as_ref();
     let length = content_length(head);
     let in_buf = (buf.len() - head.len).min(usize::try_from(length).unwrap_or(usize::MAX));
-    let mut req = Vec::with_capacity(head.len + 128 + in_buf);
-    request_head(
-        &mut req,
-        &buf[..head.len],
-        head,
-        target,
-        peer,
-        trusted,
-        false,
-    );
+    let (addr, mut req) = upstream_request(buf, head, routed, peer, false, in_buf);
     req.extend_from_slice(&buf[head.len..head.len + in_buf]);
     buf.drain(..head.len + in_buf);
     let body_left = length - in_buf as u64;
@@ -323,32 +339,12 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
         close_client,
     )
     .await;
-    let Relayed {
-        status,
-        error,
-        sidecast_error,
-        keep_client,
-    } = match ended {
-        Ok(e) | Err(e) => e,
-    };
-    if error == BODY_IDLE {
+    let (Ok(ended) | Err(ended)) = ended;
+    if ended.error == BODY_IDLE {
         shared.metrics.upstream_body_timeouts.inc();
     }
-    crate::proxy::record(
-        shared,
-        routed.runtime(),
-        crate::proxy::Access {
-            method: &head.method,
-            target: &head.target,
-            status,
-            route: label,
-            started,
-            peer: &peer.to_string(),
-            error,
-            sidecast_error,
-        },
-    );
-    keep_client && !close_client
+    record(shared, routed, head, peer, started, &ended);
+    ended.keep_client && !close_client
 }
 
 /// The `[upstream]` timeouts of one exchange: connecting, the response
@@ -623,47 +619,11 @@ pub async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let started = Instant::now();
     let up = &routed.runtime().config.upstream;
-    let Destination {
-        addr,
-        label,
-        target,
-        trusted,
-    } = destination(routed, head, peer);
-    let target = target.as_ref();
-    let mut req = Vec::with_capacity(head.len + 128);
-    request_head(
-        &mut req,
-        &buf[..head.len],
-        head,
-        target,
-        peer,
-        trusted,
-        true,
-    );
+    let (addr, req) = upstream_request(buf, head, routed, peer, true, 0);
     buf.drain(..head.len);
     let ended = upgrade(io, buf, &req, addr, up.connect_timeout, up.timeout).await;
-    let Relayed {
-        status,
-        error,
-        sidecast_error,
-        ..
-    } = match ended {
-        Ok(e) | Err(e) => e,
-    };
-    crate::proxy::record(
-        shared,
-        routed.runtime(),
-        crate::proxy::Access {
-            method: &head.method,
-            target: &head.target,
-            status,
-            route: label,
-            started,
-            peer: &peer.to_string(),
-            error,
-            sidecast_error,
-        },
-    );
+    let (Ok(ended) | Err(ended)) = ended;
+    record(shared, routed, head, peer, started, &ended);
 }
 
 async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
