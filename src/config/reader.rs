@@ -308,10 +308,27 @@ pub(crate) fn type_str(v: &DeValue) -> &'static str {
     v.type_str()
 }
 
-pub(crate) fn string(v: &DeValue) -> Result<String, Expected> {
+/// The text of a string value, or `expected WHAT, found TYPE`.
+fn text<'v>(v: &'v DeValue, what: &str) -> Result<&'v str, Expected> {
     match v {
-        DeValue::String(s) => Ok(s.to_string()),
-        other => Err(format!("expected a string, found {}", type_str(other)).into()),
+        DeValue::String(s) => Ok(s),
+        other => Err(format!("expected {what}, found {}", type_str(other)).into()),
+    }
+}
+
+pub(crate) fn string(v: &DeValue) -> Result<String, Expected> {
+    text(v, "a string").map(str::to_owned)
+}
+
+/// One of `choices`, by name (`expected "text" or "json", found "xml"`).
+pub(crate) fn one_of<T: Copy>(v: &DeValue, choices: &[(&str, T)]) -> Result<T, Expected> {
+    let name = text(v, "a string")?;
+    match choices.iter().find(|(n, _)| *n == name) {
+        Some((_, choice)) => Ok(*choice),
+        None => {
+            let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+            Err(format!("expected {}, found {name:?}", names.join(" or ")).into())
+        }
     }
 }
 
@@ -361,13 +378,7 @@ pub(crate) fn one_or_many(v: &DeValue) -> Result<Vec<String>, Expected> {
 /// The name of an environment variable that holds a secret. The value is
 /// never echoed: a secret pasted here by mistake must not reach a log.
 pub(crate) fn env_name(v: &DeValue) -> Result<String, Expected> {
-    let DeValue::String(s) = v else {
-        return Err(format!(
-            "expected the name of an environment variable, found {}",
-            type_str(v)
-        )
-        .into());
-    };
+    let s = text(v, "the name of an environment variable")?;
     let mut chars = s.chars();
     let ok = chars
         .next()
@@ -383,14 +394,7 @@ pub(crate) fn env_name(v: &DeValue) -> Result<String, Expected> {
 
 /// `"15s"`, `"500ms"`, `"1h 30m"`.
 pub(crate) fn duration(v: &DeValue) -> Result<Duration, Expected> {
-    let DeValue::String(s) = v else {
-        return Err(format!(
-            "expected a duration string such as \"15s\" or \"500ms\", found {}",
-            type_str(v)
-        )
-        .into());
-    };
-    parse_duration(s)
+    parse_duration(text(v, "a duration string such as \"15s\" or \"500ms\"")?)
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, Expected> {
@@ -488,6 +492,27 @@ mod tests {
                 "f.toml:1:5: a: expected a table, found integer",
                 "f.toml:2:5: r: expected an array of tables ([[...]])",
             ]
+        );
+    }
+
+    #[test]
+    fn a_choice_names_every_choice_when_it_is_none_of_them() {
+        fn value(src: &str) -> DeValue<'_> {
+            DeTable::parse(src).unwrap().get_ref()["v"]
+                .get_ref()
+                .clone()
+        }
+        let choices = [("text", 1), ("json", 2)];
+        assert_eq!(one_of(&value("v = \"json\""), &choices), Ok(2));
+        assert_eq!(
+            one_of(&value("v = \"xml\""), &choices),
+            Err(Expected::from(
+                "expected \"text\" or \"json\", found \"xml\""
+            ))
+        );
+        assert_eq!(
+            one_of(&value("v = 1"), &choices),
+            Err(Expected::from("expected a string, found integer"))
         );
     }
 

@@ -2,7 +2,7 @@
 //! so that a missing variable or unreadable key file is reported like any
 //! other configuration error (and a reload re-reads key files).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
@@ -54,11 +54,7 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
             t,
             d,
             "mode",
-            |v| match r::string(v)?.as_str() {
-                "jwt" => Ok(AuthMode::Jwt),
-                "forward" => Ok(AuthMode::Forward),
-                other => Err(format!("expected \"jwt\" or \"forward\", found {other:?}").into()),
-            },
+            |v| r::one_of(v, &[("jwt", AuthMode::Jwt), ("forward", AuthMode::Forward)]),
             AuthMode::Jwt
         ),
         secret_env: secret_env
@@ -204,52 +200,31 @@ fn load_keys(
         }
         _ => {}
     }
-    let read = |d: &mut Diag, key: &str, path: &Path| -> Option<Vec<u8>> {
-        std::fs::read(path)
-            .map_err(|e| {
-                d.error(
-                    &span_of(key),
-                    &t.key_path(key),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })
-            .ok()
-    };
-    if let Some(p) = auth.secret_file.clone() {
-        if let Some(bytes) = read(d, "secret_file", &p) {
-            let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-            match keys::secret_key(trimmed, &p.display().to_string()) {
-                Ok(k) => auth.keys.push(k),
-                Err(e) => d.error(
-                    &span_of("secret_file"),
-                    &t.key_path("secret_file"),
-                    e.to_string(),
-                ),
-            }
-        }
-    }
-    if let Some(p) = auth.public_key_file.clone() {
-        if let Some(bytes) = read(d, "public_key_file", &p) {
-            match keys::pem_key(&bytes, &p.display().to_string()) {
-                Ok(k) => auth.keys.push(k),
-                Err(e) => d.error(
-                    &span_of("public_key_file"),
-                    &t.key_path("public_key_file"),
-                    e.to_string(),
-                ),
-            }
-        }
-    }
-    if let Some(p) = auth.jwks_file.clone() {
-        if let Some(bytes) = read(d, "jwks_file", &p) {
-            match keys::jwks_keys(&bytes, &p.display().to_string()) {
-                Ok((ks, _notes)) => auth.keys.extend(ks),
-                Err(e) => d.error(
-                    &span_of("jwks_file"),
-                    &t.key_path("jwks_file"),
-                    e.to_string(),
-                ),
-            }
+    // Each key file is read and parsed alike; only the parse differs.
+    type Parse = fn(&[u8], &str) -> Result<Vec<keys::Key>, keys::KeyError>;
+    let files: [(&str, Option<PathBuf>, Parse); 3] = [
+        ("secret_file", auth.secret_file.clone(), |bytes, from| {
+            let trimmed = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+            keys::secret_key(trimmed, from).map(|k| vec![k])
+        }),
+        (
+            "public_key_file",
+            auth.public_key_file.clone(),
+            |bytes, from| keys::pem_key(bytes, from).map(|k| vec![k]),
+        ),
+        ("jwks_file", auth.jwks_file.clone(), |bytes, from| {
+            keys::jwks_keys(bytes, from).map(|(ks, _notes)| ks)
+        }),
+    ];
+    for (key, path, parse) in files {
+        let Some(path) = path else { continue };
+        let (span, name) = (span_of(key), t.key_path(key));
+        match std::fs::read(&path) {
+            Err(e) => d.error(&span, &name, format!("cannot read {}: {e}", path.display())),
+            Ok(bytes) => match parse(&bytes, &path.display().to_string()) {
+                Ok(ks) => auth.keys.extend(ks),
+                Err(e) => d.error(&span, &name, e.to_string()),
+            },
         }
     }
 }

@@ -36,11 +36,7 @@ pub(super) fn read_log(d: &mut Diag, t: &mut Table) -> Log {
             t,
             d,
             "format",
-            |v| match r::string(v)?.as_str() {
-                "text" => Ok(LogFormat::Text),
-                "json" => Ok(LogFormat::Json),
-                other => Err(format!("expected \"text\" or \"json\", found {other:?}").into()),
-            },
+            |v| r::one_of(v, &[("text", LogFormat::Text), ("json", LogFormat::Json)]),
             LogFormat::Text
         ),
         level: take!(t, d, "level", |v| log_level(&r::string(v)?), s("info")),
