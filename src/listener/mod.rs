@@ -20,7 +20,7 @@ use crate::http1::downstream::{self, Downstream, Gate};
 use crate::http1::head::{read_head, Head, HeadError, HeadLimits};
 use crate::http1::respond::Reply;
 use crate::proxy::deadline::HeaderDeadline;
-use crate::proxy::failure::{self, Failure};
+use crate::proxy::failure;
 use crate::proxy::{Proxy, Routed};
 use crate::routes::Route;
 use crate::state::Shared;
@@ -422,10 +422,7 @@ async fn late_headers(
     started: std::time::Instant,
     shared: &Shared,
 ) {
-    let failure = Failure {
-        status: 504,
-        code: failure::TIMEOUT,
-    };
+    let failure = failure::TIMEOUT_504;
     let sent = match socket.and_then(|s| {
         s.set_nonblocking(true)?;
         TcpStream::from_std(s)

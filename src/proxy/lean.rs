@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::failure::{self, Failure};
+use super::failure::{self, Failure, TIMEOUT_504, UNREACHABLE_502, UPSTREAM_502};
 use super::forwarding::{is_trusted, plan, Action};
 use super::hop::Nominated;
 use super::pool;
@@ -388,14 +388,6 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
     is_head: bool,
     close_client: bool,
 ) -> Result<Relayed, Relayed> {
-    let unreachable = Failure {
-        status: 502,
-        code: failure::UNREACHABLE,
-    };
-    let bad_upstream = Failure {
-        status: 502,
-        code: failure::UPSTREAM,
-    };
     let mut rbuf = pool::buffer(READ_SIZE);
     let mut reused = pool::checkout(addr);
     let (mut conn, deadline) = loop {
@@ -403,7 +395,7 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
             Some(c) => (c, true),
             None => match pool::connect(addr, timeouts.connect).await {
                 Ok(c) => (c, false),
-                Err(_) => return Err(answer(io, unreachable, is_head, "ConnectError").await),
+                Err(_) => return Err(answer(io, UNREACHABLE_502, is_head, "ConnectError").await),
             },
         };
         let sent = conn.write_all(req).await;
@@ -424,7 +416,7 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
                     code: "bad-request",
                 }
             } else {
-                bad_upstream
+                UPSTREAM_502
             };
             return Err(answer(io, f, is_head, e).await);
         }
@@ -434,14 +426,8 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
         match tokio::time::timeout_at(deadline, conn.read_buf(&mut rbuf)).await {
             Ok(Ok(n)) if n > 0 => break (conn, deadline),
             Ok(_) if was_pooled && body_left == 0 => continue,
-            Ok(_) => return Err(answer(io, bad_upstream, is_head, "ConnectionClosed").await),
-            Err(_) => {
-                let f = Failure {
-                    status: 504,
-                    code: failure::TIMEOUT,
-                };
-                return Err(answer(io, f, is_head, "ResponseHeaderTimedout").await);
-            }
+            Ok(_) => return Err(answer(io, UPSTREAM_502, is_head, "ConnectionClosed").await),
+            Err(_) => return Err(answer(io, TIMEOUT_504, is_head, "ResponseHeaderTimedout").await),
         }
     };
     // The response head, and any interim heads before it.
@@ -468,22 +454,12 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(Some(h)) => break h,
             Ok(None) if rbuf.len() >= 64 * 1024 => {
-                return Err(answer(io, bad_upstream, is_head, "InvalidHTTPHeader").await)
+                return Err(answer(io, UPSTREAM_502, is_head, "InvalidHTTPHeader").await)
             }
             Ok(None) => {}
-            Err(_) => return Err(answer(io, bad_upstream, is_head, "InvalidHTTPHeader").await),
+            Err(_) => return Err(answer(io, UPSTREAM_502, is_head, "InvalidHTTPHeader").await),
         }
-        match tokio::time::timeout_at(deadline, conn.read_buf(&mut rbuf)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return Err(answer(io, bad_upstream, is_head, "ConnectionClosed").await),
-            Err(_) => {
-                let f = Failure {
-                    status: 504,
-                    code: failure::TIMEOUT,
-                };
-                return Err(answer(io, f, is_head, "ResponseHeaderTimedout").await);
-            }
-        }
+        read_head_more(io, &mut conn, &mut rbuf, deadline, is_head).await?;
     };
     let body = relay_body(io, &mut conn, &mut rbuf, &mut out, &resp, timeouts.idle).await;
     pool::give_back(rbuf, READ_SIZE);
@@ -506,6 +482,23 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
             sidecast_error: "",
             keep_client: false,
         }),
+    }
+}
+
+/// Reads more of the app's response head into `rbuf`, by `deadline`; when
+/// the app closes first (`502`) or is late (`504`), the answer is sent and
+/// the end returned.
+async fn read_head_more<C: AsyncWrite + Unpin>(
+    io: &mut C,
+    conn: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+    head_only: bool,
+) -> Result<(), Relayed> {
+    match tokio::time::timeout_at(deadline, conn.read_buf(rbuf)).await {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        Ok(_) => Err(answer(io, UPSTREAM_502, head_only, "ConnectionClosed").await),
+        Err(_) => Err(answer(io, TIMEOUT_504, head_only, "ResponseHeaderTimedout").await),
     }
 }
 
@@ -636,36 +629,16 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Relayed, Relayed> {
     let mut conn = match pool::connect(addr, connect).await {
         Ok(c) => c,
-        Err(_) => {
-            let f = Failure {
-                status: 502,
-                code: failure::UNREACHABLE,
-            };
-            return Err(answer(io, f, false, "ConnectError").await);
-        }
-    };
-    let bad = Failure {
-        status: 502,
-        code: failure::UPSTREAM,
+        Err(_) => return Err(answer(io, UNREACHABLE_502, false, "ConnectError").await),
     };
     if conn.write_all(req).await.is_err() {
-        return Err(answer(io, bad, false, "WriteError").await);
+        return Err(answer(io, UPSTREAM_502, false, "WriteError").await);
     }
     let deadline = tokio::time::Instant::now() + wait;
     let mut rbuf = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(512);
     let resp = loop {
-        match tokio::time::timeout_at(deadline, conn.read_buf(&mut rbuf)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return Err(answer(io, bad, false, "ConnectionClosed").await),
-            Err(_) => {
-                let f = Failure {
-                    status: 504,
-                    code: failure::TIMEOUT,
-                };
-                return Err(answer(io, f, false, "ResponseHeaderTimedout").await);
-            }
-        }
+        read_head_more(io, &mut conn, &mut rbuf, deadline, false).await?;
         out.clear();
         match response_head(&rbuf, &mut out, false, true) {
             Ok(Some(h)) if h.status == 101 => break h,
@@ -683,7 +656,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
                 });
             }
             Ok(None) => {}
-            Err(_) => return Err(answer(io, bad, false, "InvalidHTTPHeader").await),
+            Err(_) => return Err(answer(io, UPSTREAM_502, false, "InvalidHTTPHeader").await),
         }
     };
     // The 101 as the app sent it: its Connection and Upgrade are the
