@@ -40,13 +40,18 @@ const READ_SIZE: usize = 16 * 1024;
 /// The most response header fields read, as for requests.
 const MAX_RESPONSE_HEADERS: usize = crate::http1::head::MAX_HEADERS;
 
-/// Whether a request may take the lean path.
-pub fn eligible(head: &Head) -> bool {
+/// HTTP/1.1 in origin form, without a chunked body or `Expect`: what both
+/// lean paths need.
+fn plain(head: &Head) -> bool {
     head.minor == 1
         && head.target.starts_with('/')
         && head.header("transfer-encoding").is_none()
-        && head.header("upgrade").is_none()
         && head.header("expect").is_none()
+}
+
+/// Whether a request may take the lean path.
+pub fn eligible(head: &Head) -> bool {
+    plain(head) && head.header("upgrade").is_none()
 }
 
 /// The request's `Content-Length` (the head reader refused a bad one).
@@ -586,12 +591,7 @@ async fn relay_body<C: AsyncWrite + Unpin>(
 /// Whether a request is an upgrade sidecast tunnels itself: HTTP/1.1,
 /// origin form, `Upgrade` named, no body.
 pub fn tunnels(head: &Head) -> bool {
-    head.minor == 1
-        && head.target.starts_with('/')
-        && head.header("upgrade").is_some()
-        && head.header("transfer-encoding").is_none()
-        && head.header("expect").is_none()
-        && content_length(head) == 0
+    plain(head) && head.header("upgrade").is_some() && content_length(head) == 0
 }
 
 /// An upgrade (WebSocket): the request goes to the app on a connection of
