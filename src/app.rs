@@ -16,8 +16,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::auth::jwks::Jwks;
 use crate::config::{Config, MaxStreams};
-use crate::events::hub::{Hub, Limits};
-use crate::http1::head::Limits as HeadLimits;
+use crate::events::hub::{Hub, HubLimits};
+use crate::http1::head::HeadLimits;
 use crate::http_server::{serve, Listener};
 use crate::lifecycle::Lifecycle;
 use crate::listener::cores::Cores;
@@ -143,7 +143,10 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         MaxStreams::Fixed(n) => n,
         MaxStreams::Auto => auto,
     };
-    let hub = Arc::new(Hub::new(Limits::new(&config, max_streams), metrics.clone()));
+    let hub = Arc::new(Hub::new(
+        HubLimits::new(&config, max_streams),
+        metrics.clone(),
+    ));
     let cluster = match &config.cluster.redis {
         Some(url) => Some(crate::cluster::Cluster::new(
             url,

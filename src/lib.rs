@@ -17,28 +17,33 @@
 //!   `publish`: the publish API.
 //! - `listener`, `http_server`: the accept loops; `admin`, `reload`,
 //!   `shutdown`: operating a running process; `app`: start-up.
+//!
+//! Public are the modules the binary uses (`app`, `config`, `limits`,
+//! `logging`, `routes`, `token`) and those the tests reach into (`auth`,
+//! `events::frame`, `http1::head`, `state::Runtime`, `topic`); the rest is
+//! the crate's own.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
 pub mod auth;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
 pub mod events;
 pub mod http1;
-pub mod http_server;
-pub mod keys;
-pub mod lifecycle;
+pub(crate) mod http_server;
+pub(crate) mod keys;
+pub(crate) mod lifecycle;
 pub mod limits;
-pub mod listener;
+pub(crate) mod listener;
 pub mod logging;
-pub mod metrics;
-pub mod proxy;
-pub mod publish;
-pub mod reload;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
+pub(crate) mod publish;
+pub(crate) mod reload;
 pub mod routes;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod state;
-pub mod subscribe;
-pub mod template;
+pub(crate) mod subscribe;
+pub(crate) mod template;
 pub mod token;
 pub mod topic;

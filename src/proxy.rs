@@ -10,8 +10,9 @@ pub mod hop;
 pub mod lean;
 mod pool;
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,10 +21,11 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 
+use crate::config::Target;
 use crate::http1::target::redact_target;
 use crate::metrics::ClassLabel;
-use crate::routes::strip;
-use crate::state::Shared;
+use crate::routes::{strip, ProxyRoute};
+use crate::state::{Runtime, Shared};
 use deadline::HeaderDeadline;
 use failure::{classify, Failure};
 use forwarding::{forwarding, is_trusted};
@@ -32,13 +34,85 @@ pub struct Proxy {
     pub shared: Arc<Shared>,
 }
 
+/// A request routed to the proxy: the runtime it was routed with and the
+/// proxy route it matched. The listener loads the runtime and routes a
+/// head once; the relay, the tunnel and pingora's hooks read the route
+/// and every setting from this, so that a reload in the middle of a
+/// request cannot serve it from two route tables. (The route is held as
+/// its index beside the runtime that owns it: pingora's per-request state
+/// cannot borrow.)
+#[derive(Clone)]
+pub struct Routed {
+    rt: Arc<Runtime>,
+    index: Option<usize>,
+}
+
+tokio::task_local! {
+    /// The route of the request pingora is serving. pingora makes its
+    /// per-request state (`new_ctx`) with no access to the request, on the
+    /// task that polls `process_new_http`, which the listener runs inside
+    /// [`Routed::scope`].
+    static ROUTED: Routed;
+}
+
+impl Routed {
+    /// `index` is the proxy route of `rt`'s table the request matched
+    /// (`None`: `[upstream]`).
+    pub fn new(rt: Arc<Runtime>, index: Option<usize>) -> Routed {
+        Routed { rt, index }
+    }
+
+    /// A request's route in pingora's per-request state: the listener's,
+    /// or (for hooks that run outside its scope) routed now, once.
+    fn of<'c>(slot: &'c mut Option<Routed>, shared: &Shared, path: &str) -> &'c Routed {
+        slot.get_or_insert_with(|| {
+            let rt = shared.runtime();
+            let index = rt.routes.proxy_for(path);
+            Routed { rt, index }
+        })
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    /// The proxy route, `None` for `[upstream]`.
+    pub fn route(&self) -> Option<&ProxyRoute> {
+        self.index.map(|i| &self.rt.routes.proxy[i])
+    }
+
+    /// Where the request goes.
+    pub fn target(&self) -> &Target {
+        self.route()
+            .map_or(&self.rt.config.upstream.target, |r| &r.target)
+    }
+
+    /// The route's label in metrics and the access log.
+    pub fn label(&self) -> &str {
+        self.route().map_or("upstream", |r| r.prefix.as_str())
+    }
+
+    /// The target sent upstream: the route's prefix stripped when it says
+    /// so.
+    pub fn upstream_target<'t>(&self, target: &'t str) -> std::borrow::Cow<'t, str> {
+        match self.route() {
+            Some(r) if r.strip_prefix => strip(&r.prefix, target).into(),
+            _ => target.into(),
+        }
+    }
+
+    /// Runs `fut` (one request through pingora) with this as its route.
+    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        ROUTED.scope(self, fut)
+    }
+}
+
 /// Per-request state.
 pub struct Ctx {
     started: Instant,
-    route: Arc<str>,
-    strip: Option<String>,
-    /// `[upstream] timeout` when the request was routed.
-    timeout: Duration,
+    /// The listener's route for this request (routed by the hooks
+    /// themselves only when they run outside its scope).
+    routed: Option<Routed>,
     /// Connecting failed (pingora's `fail_to_connect` saw it).
     connect_failed: bool,
     sidecast_error: Option<&'static str>,
@@ -51,11 +125,6 @@ pub struct Ctx {
 fn authority(url: &str) -> Option<String> {
     let uri: http::Uri = url.parse().ok()?;
     uri.authority().map(|a| a.as_str().to_owned())
-}
-
-/// The label of a proxy route in metrics and logs.
-pub fn route_label(prefix: Option<&str>) -> Arc<str> {
-    Arc::from(prefix.unwrap_or("upstream"))
 }
 
 /// An HTTP/1.0 client cannot read chunked encoding (RFC 9112 §6.1): a
@@ -96,10 +165,10 @@ pub struct Access<'a> {
     pub sidecast_error: &'a str,
 }
 
-/// Counts and logs one proxied request. Both pass-through paths call it,
-/// and the listener too, for the `504` it writes itself when response
-/// headers are late.
-pub fn record(shared: &Shared, a: Access<'_>) {
+/// Counts and logs one proxied request (`rt`: the runtime it was routed
+/// with). Both pass-through paths call it, and the listener too, for the
+/// `504` it writes itself when response headers are late.
+pub fn record(shared: &Shared, rt: &Runtime, a: Access<'_>) {
     let Access {
         method,
         target,
@@ -121,7 +190,7 @@ pub fn record(shared: &Shared, a: Access<'_>) {
     }
     let elapsed = started.elapsed();
     m.upstream_duration.observe(elapsed.as_secs_f64());
-    if !shared.runtime().config.log.access {
+    if !rt.config.log.access {
         return;
     }
     tracing::info!(
@@ -145,9 +214,7 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
-            route: route_label(None),
-            strip: None,
-            timeout: Duration::ZERO,
+            routed: ROUTED.try_with(Routed::clone).ok(),
             connect_failed: false,
             sidecast_error: None,
             host: None,
@@ -169,18 +236,13 @@ impl ProxyHttp for Proxy {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let rt = self.shared.runtime();
-        let up = &rt.config.upstream;
-        let path = session.req_header().uri.path();
-        let target = match rt.routes.proxy_for(path) {
-            Some(i) => {
-                let r = &rt.routes.proxy[i];
-                ctx.route = route_label(Some(&r.prefix));
-                ctx.strip = r.strip_prefix.then(|| r.prefix.clone());
-                &r.target
-            }
-            None => &up.target,
-        };
+        let routed = Routed::of(
+            &mut ctx.routed,
+            &self.shared,
+            session.req_header().uri.path(),
+        );
+        let up = &routed.runtime().config.upstream;
+        let target = routed.target();
         if session
             .req_header()
             .headers
@@ -189,7 +251,6 @@ impl ProxyHttp for Proxy {
         {
             ctx.host = authority(&target.url);
         }
-        ctx.timeout = up.timeout;
         let mut peer = HttpPeer::new(target.addr, false, String::new());
         peer.options.connection_timeout = Some(up.connect_timeout);
         // Response headers are timed by the listener's HeaderDeadline.
@@ -235,19 +296,20 @@ impl ProxyHttp for Proxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let trusted = is_trusted(peer, &self.shared.runtime().config.upstream.trusted_proxies);
+        let host = ctx.host.take();
+        let routed = Routed::of(
+            &mut ctx.routed,
+            &self.shared,
+            session.req_header().uri.path(),
+        );
+        let trusted = is_trusted(peer, &routed.runtime().config.upstream.trusted_proxies);
         forwarding(req, peer, trusted);
-        if let Some(host) = ctx.host.take() {
+        if let Some(host) = host {
             req.insert_header(http::header::HOST, host)?;
         }
-        if let Some(prefix) = &ctx.strip {
-            let pq = req
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned();
-            let new = strip(prefix, &pq);
-            if let Ok(uri) = new.parse::<http::Uri>() {
+        if routed.route().is_some_and(|r| r.strip_prefix) {
+            let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            if let Ok(uri) = routed.upstream_target(pq).parse::<http::Uri>() {
                 req.set_uri(uri);
             }
         }
@@ -256,13 +318,18 @@ impl ProxyHttp for Proxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if end_of_stream {
-            HeaderDeadline::arm_current(ctx.timeout);
+            let routed = Routed::of(
+                &mut ctx.routed,
+                &self.shared,
+                session.req_header().uri.path(),
+            );
+            HeaderDeadline::arm_current(routed.runtime().config.upstream.timeout);
         }
         Ok(())
     }
@@ -352,13 +419,15 @@ impl ProxyHttp for Proxy {
             .client_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        let routed = Routed::of(&mut ctx.routed, &self.shared, req.uri.path());
         record(
             &self.shared,
+            routed.runtime(),
             Access {
                 method: req.method.as_str(),
                 target: &req.uri.to_string(),
                 status,
-                route: &ctx.route,
+                route: routed.label(),
                 started: ctx.started,
                 peer: &peer,
                 error: e.map(|e| e.etype().as_str()).unwrap_or(""),

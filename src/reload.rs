@@ -106,7 +106,7 @@ pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
     let max = shared.max_streams(&rt.config);
     shared
         .hub
-        .set_limits(crate::events::hub::Limits::new(&rt.config, max));
+        .set_limits(crate::events::hub::HubLimits::new(&rt.config, max));
     levels.set(&rt.config.log.level);
     let keep = rt.key_ids();
     let revoked = shared.hub.revoke(|id| keep.iter().any(|k| &**k == id));

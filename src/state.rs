@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::auth::jwks::FetchedKeys;
 use crate::auth::jwt::Verifier;
+use crate::auth::mode::Authenticator;
 use crate::config::Config;
 use crate::events::hub::Hub;
 use crate::keys::Key;
@@ -43,11 +44,7 @@ impl Runtime {
 
     /// A verifier over the configuration's keys and those fetched now.
     pub fn verifier(&self) -> Verifier<'_> {
-        Verifier {
-            keys: &self.config.auth.keys,
-            fetched: self.fetched.load(),
-            auth: &self.config.auth,
-        }
+        Verifier::new(&self.config.auth, &self.fetched)
     }
 
     /// The identity of every key in force.
@@ -58,7 +55,7 @@ impl Runtime {
     }
 }
 
-pub struct Shared {
+pub(crate) struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
@@ -78,6 +75,18 @@ pub struct Shared {
 impl Shared {
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
+    }
+
+    /// What authenticates a subscriber under `rt`, the runtime its request
+    /// was routed with.
+    pub fn authenticator<'a>(&'a self, rt: &'a Runtime) -> Authenticator<'a> {
+        Authenticator {
+            auth: &rt.config.auth,
+            fetched: &rt.fetched,
+            jwks: &self.jwks,
+            forward: &self.forward,
+            upstream: &rt.config.upstream.target,
+        }
     }
 
     /// The stream limit a configuration asks for.

@@ -215,9 +215,10 @@ impl TopicTemplate {
         &self.source
     }
 
-    /// Uses only the path: such a topic needs a grant. One that uses `{sub}`
-    /// or claims is the subscriber's own and is granted by the route.
-    pub fn from_token_only(&self) -> bool {
+    /// Built from the subscriber's identity alone (`{sub}` or claims, no
+    /// path segment): such a topic is the subscriber's own and is granted
+    /// by the route. One that uses the path needs a grant.
+    pub fn is_subscribers_own(&self) -> bool {
         self.parts.iter().all(|p| !matches!(p, Part::Path(_)))
             && self
                 .parts
@@ -308,7 +309,7 @@ mod tests {
         assert!(!p.overlaps(&PathTemplate::parse("/orders/{id}").unwrap()));
         assert!(PathTemplate::parse("/a/{b").is_err());
         let t = TopicTemplate::parse("orders/{id}", &p).unwrap();
-        assert!(!t.from_token_only());
+        assert!(!t.is_subscribers_own());
         assert_eq!(
             t.build(&[("id", "4%2f2")], None, &|_| None)
                 .unwrap()
@@ -316,7 +317,7 @@ mod tests {
             "orders/4%2F2"
         );
         let u = TopicTemplate::parse("user/{sub}", &p).unwrap();
-        assert!(u.from_token_only());
+        assert!(u.is_subscribers_own());
         assert_eq!(
             u.build(&[], Some("auth0|42"), &|_| None).unwrap().as_str(),
             "user/auth0%7C42"

@@ -10,6 +10,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
 use serde_json::Value;
 
+use super::jwks::FetchedKeys;
 use super::{Denied, Principal};
 use crate::config::Auth;
 use crate::keys::Key;
@@ -106,7 +107,16 @@ fn algorithm_of(token: &str) -> Result<Algorithm, Denied> {
     })
 }
 
-impl Verifier<'_> {
+impl<'a> Verifier<'a> {
+    /// A verifier over the configuration's keys and those fetched now.
+    pub fn new(auth: &'a Auth, fetched: &FetchedKeys) -> Verifier<'a> {
+        Verifier {
+            keys: &auth.keys,
+            fetched: fetched.load(),
+            auth,
+        }
+    }
+
     /// Every key in force: the configuration's, then the fetched ones.
     fn all(&self) -> impl Iterator<Item = &Key> {
         self.keys.iter().chain(self.fetched.iter())

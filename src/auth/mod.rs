@@ -1,11 +1,13 @@
 //! Who a subscriber is and what it may read: tokens from a request, JWT
 //! verification (keys in `crate::keys`, fetched ones in `jwks`), grants.
-//! Forward auth (asking the app) lives in `forward`. Nothing here knows of
+//! Forward auth (asking the app) lives in `forward`; which of them decides
+//! for a request (the configured mode) in `mode`. Nothing here knows of
 //! streams or listeners: the subscribe layer above calls in.
 
-pub mod forward;
-pub mod jwks;
+pub(crate) mod forward;
+pub(crate) mod jwks;
 pub mod jwt;
+pub(crate) mod mode;
 
 use std::collections::HashMap;
 use std::sync::Arc;

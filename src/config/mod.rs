@@ -85,24 +85,27 @@ pub fn default_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("sidecar.toml"))
 }
 
+/// Reads the table `key` of the file with `read`.
+fn section<'t, 'i, T>(
+    d: &mut Diag,
+    root: &mut Table<'t, 'i>,
+    key: &'static str,
+    read: impl FnOnce(&mut Diag, &mut Table<'t, 'i>) -> T,
+) -> T {
+    let mut t = root.table(d, key);
+    read(d, &mut t)
+}
+
 /// Reads every section; then the warnings that need more than one key.
 fn read(d: &mut Diag, root: &mut Table, source: &Path, base: &Path) -> Config {
-    let mut t_listen = root.table(d, "listen");
-    let listen = sections_serve::read_listen(d, &mut t_listen);
-    let mut t_upstream = root.table(d, "upstream");
-    let upstream = sections_serve::read_upstream(d, &mut t_upstream);
-    let mut t_events = root.table(d, "events");
-    let events = sections_serve::read_events(d, &mut t_events);
-    let mut t_auth = root.table(d, "auth");
-    let auth = sections_auth::read_auth(d, &mut t_auth, base);
-    let mut t_publish = root.table(d, "publish");
-    let publish = sections_ops::read_publish(d, &mut t_publish);
-    let mut t_log = root.table(d, "log");
-    let log = sections_ops::read_log(d, &mut t_log);
-    let mut t_shutdown = root.table(d, "shutdown");
-    let shutdown = sections_ops::read_shutdown(d, &mut t_shutdown);
-    let mut t_cluster = root.table(d, "cluster");
-    let cluster = sections_ops::read_cluster(d, &mut t_cluster);
+    let listen = section(d, root, "listen", sections_serve::read_listen);
+    let upstream = section(d, root, "upstream", sections_serve::read_upstream);
+    let events = section(d, root, "events", sections_serve::read_events);
+    let auth = section(d, root, "auth", |d, t| sections_auth::read_auth(d, t, base));
+    let publish = section(d, root, "publish", sections_ops::read_publish);
+    let log = section(d, root, "log", sections_ops::read_log);
+    let shutdown = section(d, root, "shutdown", sections_ops::read_shutdown);
+    let cluster = section(d, root, "cluster", sections_ops::read_cluster);
     let routes = sections_routes::read_routes(d, root, &events, &auth);
     let history = sections_routes::read_history(d, root, &events);
     let mut config = Config {

@@ -8,6 +8,31 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+/// Why one value is wrong, as its error line says it (`expected a
+/// duration such as "15s", found 3`). The parsers of single values return
+/// it; [`Table`] places it at the value's line and column under its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Expected(String);
+
+impl From<String> for Expected {
+    fn from(message: String) -> Expected {
+        Expected(message)
+    }
+}
+
+impl From<&str> for Expected {
+    fn from(message: &str) -> Expected {
+        Expected(message.to_owned())
+    }
+}
+
+impl AsRef<str> for Expected {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Collects the problems of one file, with what is needed to turn a byte
 /// offset into a line and column.
 pub(crate) struct Diag<'s> {
@@ -114,7 +139,7 @@ impl<'t, 'i> Table<'t, 'i> {
         &mut self,
         d: &mut Diag,
         key: &'static str,
-        parse: impl FnOnce(&DeValue) -> Result<T, String>,
+        parse: impl FnOnce(&DeValue) -> Result<T, Expected>,
     ) -> Option<T> {
         let value = self.raw(key)?;
         match parse(value.get_ref()) {
@@ -131,7 +156,7 @@ impl<'t, 'i> Table<'t, 'i> {
         &mut self,
         d: &mut Diag,
         key: &'static str,
-        parse: impl FnOnce(&DeValue) -> Result<T, String>,
+        parse: impl FnOnce(&DeValue) -> Result<T, Expected>,
     ) -> Option<(T, Range<usize>)> {
         let value = self.raw(key)?;
         let span = value.span();
@@ -151,7 +176,7 @@ impl<'t, 'i> Table<'t, 'i> {
         &mut self,
         d: &mut Diag,
         key: &'static str,
-        mut each: impl FnMut(&str) -> Result<T, String>,
+        mut each: impl FnMut(&str) -> Result<T, Expected>,
     ) -> Option<Vec<T>> {
         let value = self.raw(key)?;
         let path = self.key_path(key);
@@ -174,7 +199,8 @@ impl<'t, 'i> Table<'t, 'i> {
                 other => Err(format!(
                     "expected an array of strings, found an element that is {}",
                     type_str(other)
-                )),
+                )
+                .into()),
             };
             match checked {
                 Ok(v) => out.push(v),
@@ -250,41 +276,76 @@ impl<'t, 'i> Table<'t, 'i> {
                 let mut known: Vec<&str> = self.used.clone();
                 known.sort_unstable();
                 known.dedup();
+                let hint = closest(name, &known)
+                    .map(|k| format!(", did you mean `{k}`?"))
+                    .unwrap_or_default();
                 d.error(
                     &k.span(),
                     &self.key_path(name),
-                    format!("{what} (known here: {})", known.join(", ")),
+                    format!("{what}{hint} (known here: {})", known.join(", ")),
                 );
             }
         }
     }
 }
 
+/// The known key a typo most likely meant: the nearest by edit distance
+/// (a swap of two neighbours counts as one edit), and only when it is near
+/// enough to be that key misspelt (at most one edit in three letters, so
+/// none for a name of one or two), so that a key from another section or
+/// another program gets no guess. On a tie, the first in `known`'s order.
+fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    let allowed = name.chars().count() / 3;
+    known
+        .iter()
+        .map(|k| (strsim::osa_distance(name, k), *k))
+        .filter(|(d, _)| *d <= allowed)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
 pub(crate) fn type_str(v: &DeValue) -> &'static str {
     v.type_str()
 }
 
-pub(crate) fn string(v: &DeValue) -> Result<String, String> {
+/// The text of a string value, or `expected WHAT, found TYPE`.
+fn text<'v>(v: &'v DeValue, what: &str) -> Result<&'v str, Expected> {
     match v {
-        DeValue::String(s) => Ok(s.to_string()),
-        other => Err(format!("expected a string, found {}", type_str(other))),
+        DeValue::String(s) => Ok(s),
+        other => Err(format!("expected {what}, found {}", type_str(other)).into()),
     }
 }
 
-pub(crate) fn boolean(v: &DeValue) -> Result<bool, String> {
-    v.as_bool()
-        .ok_or_else(|| format!("expected true or false, found {}", type_str(v)))
+pub(crate) fn string(v: &DeValue) -> Result<String, Expected> {
+    text(v, "a string").map(str::to_owned)
 }
 
-pub(crate) fn integer(v: &DeValue) -> Result<u64, String> {
+/// One of `choices`, by name (`expected "text" or "json", found "xml"`).
+pub(crate) fn one_of<T: Copy>(v: &DeValue, choices: &[(&str, T)]) -> Result<T, Expected> {
+    let name = text(v, "a string")?;
+    match choices.iter().find(|(n, _)| *n == name) {
+        Some((_, choice)) => Ok(*choice),
+        None => {
+            let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+            Err(format!("expected {}, found {name:?}", names.join(" or ")).into())
+        }
+    }
+}
+
+pub(crate) fn boolean(v: &DeValue) -> Result<bool, Expected> {
+    v.as_bool()
+        .ok_or_else(|| format!("expected true or false, found {}", type_str(v)).into())
+}
+
+pub(crate) fn integer(v: &DeValue) -> Result<u64, Expected> {
     match v {
         DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix())
-            .map_err(|_| format!("expected a non-negative integer, found {}", i.as_str())),
-        other => Err(format!("expected an integer, found {}", type_str(other))),
+            .map_err(|_| format!("expected a non-negative integer, found {}", i.as_str()).into()),
+        other => Err(format!("expected an integer, found {}", type_str(other)).into()),
     }
 }
 
-pub(crate) fn strings(v: &DeValue) -> Result<Vec<String>, String> {
+pub(crate) fn strings(v: &DeValue) -> Result<Vec<String>, Expected> {
     match v {
         DeValue::Array(items) => items
             .iter()
@@ -293,37 +354,31 @@ pub(crate) fn strings(v: &DeValue) -> Result<Vec<String>, String> {
                 other => Err(format!(
                     "expected an array of strings, found an element that is {}",
                     type_str(other)
-                )),
+                )
+                .into()),
             })
             .collect(),
-        other => Err(format!(
-            "expected an array of strings, found {}",
-            type_str(other)
-        )),
+        other => Err(format!("expected an array of strings, found {}", type_str(other)).into()),
     }
 }
 
 /// A string or an array of strings (`audience`).
-pub(crate) fn one_or_many(v: &DeValue) -> Result<Vec<String>, String> {
+pub(crate) fn one_or_many(v: &DeValue) -> Result<Vec<String>, Expected> {
     match v {
         DeValue::String(s) => Ok(vec![s.to_string()]),
         DeValue::Array(_) => strings(v),
         other => Err(format!(
             "expected a string or an array of strings, found {}",
             type_str(other)
-        )),
+        )
+        .into()),
     }
 }
 
 /// The name of an environment variable that holds a secret. The value is
 /// never echoed: a secret pasted here by mistake must not reach a log.
-pub(crate) fn env_name(v: &DeValue) -> Result<String, String> {
-    let DeValue::String(s) = v else {
-        return Err(format!(
-            "expected the name of an environment variable, found {}",
-            type_str(v)
-        ));
-    };
+pub(crate) fn env_name(v: &DeValue) -> Result<String, Expected> {
+    let s = text(v, "the name of an environment variable")?;
     let mut chars = s.chars();
     let ok = chars
         .next()
@@ -338,23 +393,18 @@ pub(crate) fn env_name(v: &DeValue) -> Result<String, String> {
 }
 
 /// `"15s"`, `"500ms"`, `"1h 30m"`.
-pub(crate) fn duration(v: &DeValue) -> Result<Duration, String> {
-    let DeValue::String(s) = v else {
-        return Err(format!(
-            "expected a duration string such as \"15s\" or \"500ms\", found {}",
-            type_str(v)
-        ));
-    };
-    parse_duration(s)
+pub(crate) fn duration(v: &DeValue) -> Result<Duration, Expected> {
+    parse_duration(text(v, "a duration string such as \"15s\" or \"500ms\"")?)
 }
 
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("expected a duration such as \"15s\" or \"500ms\", found {s:?} ({e})"))
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, Expected> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("expected a duration such as \"15s\" or \"500ms\", found {s:?} ({e})").into()
+    })
 }
 
 /// Bytes: an integer, or a string such as `"64MiB"`.
-pub(crate) fn size(v: &DeValue) -> Result<u64, String> {
+pub(crate) fn size(v: &DeValue) -> Result<u64, Expected> {
     match v {
         DeValue::Integer(_) => integer(v),
         DeValue::String(s) => s
@@ -363,11 +413,13 @@ pub(crate) fn size(v: &DeValue) -> Result<u64, String> {
             .map(|b| b.as_u64())
             .map_err(|_| {
                 format!("expected a size in bytes or a string such as \"64MiB\", found {s:?}")
+                    .into()
             }),
         other => Err(format!(
             "expected a size (integer bytes or a string such as \"64MiB\"), found {}",
             type_str(other)
-        )),
+        )
+        .into()),
     }
 }
 
@@ -379,3 +431,106 @@ macro_rules! take {
     };
 }
 pub(super) use take;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `src` the way the sections read theirs: a table `[a]` with an
+    /// integer `count` and a duration `wait`, then tables `[[r]]` with a
+    /// list of non-empty `names`; every problem line, in the order of the
+    /// file.
+    fn problems(src: &str) -> Vec<String> {
+        let mut d = Diag::new("f.toml", src);
+        let doc = DeTable::parse(src).expect("valid TOML");
+        let mut root = Table::new(Some(doc.get_ref()), String::new(), doc.span());
+        let mut a = root.table(&mut d, "a");
+        let _ = a.get(&mut d, "count", integer);
+        let _ = a.get(&mut d, "wait", duration);
+        a.finish(&mut d);
+        for mut r in root.array_of_tables(&mut d, "r") {
+            let _ = r.get_list(&mut d, "names", |s| match s {
+                "" => Err("expected a name".into()),
+                s => Ok(s.to_owned()),
+            });
+            r.finish(&mut d);
+        }
+        root.finish(&mut d);
+        d.into_lines()
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_at_its_key_path_in_file_order() {
+        // `[[r]]` stands before `[a]`, which is read first: the lines still
+        // come in the order of the file.
+        let src = "[[r]]\nnames = [\"ok\", \"\"]\n\n[[r]]\nnames = \"x\"\nextra = true\n\n[a]\ncount = \"x\"\nwait = 5\ncuont = 1\n\n[b]\n";
+        assert_eq!(
+            problems(src),
+            [
+                "f.toml:2:16: r[0].names: expected a name",
+                "f.toml:5:9: r[1].names: expected an array of strings, found string",
+                "f.toml:6:1: r[1].extra: unknown key (known here: names)",
+                "f.toml:9:9: a.count: expected an integer, found string",
+                "f.toml:10:8: a.wait: expected a duration string such as \"15s\" or \"500ms\", found integer",
+                "f.toml:11:1: a.cuont: unknown key, did you mean `count`? (known here: count, wait)",
+                "f.toml:13:2: b: unknown section or key (known here: a, r)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_good_file_has_no_problems() {
+        assert!(problems("[a]\ncount = 3\nwait = \"1s\"\n[[r]]\nnames = [\"x\"]\n").is_empty());
+        assert!(problems("").is_empty());
+    }
+
+    #[test]
+    fn a_value_that_should_be_a_table_is_one_problem() {
+        assert_eq!(
+            problems("a = 1\nr = \"x\"\n"),
+            [
+                "f.toml:1:5: a: expected a table, found integer",
+                "f.toml:2:5: r: expected an array of tables ([[...]])",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_choice_names_every_choice_when_it_is_none_of_them() {
+        fn value(src: &str) -> DeValue<'_> {
+            DeTable::parse(src).unwrap().get_ref()["v"]
+                .get_ref()
+                .clone()
+        }
+        let choices = [("text", 1), ("json", 2)];
+        assert_eq!(one_of(&value("v = \"json\""), &choices), Ok(2));
+        assert_eq!(
+            one_of(&value("v = \"xml\""), &choices),
+            Err(Expected::from(
+                "expected \"text\" or \"json\", found \"xml\""
+            ))
+        );
+        assert_eq!(
+            one_of(&value("v = 1"), &choices),
+            Err(Expected::from("expected a string, found integer"))
+        );
+    }
+
+    #[test]
+    fn a_typo_is_answered_with_the_key_it_most_likely_meant() {
+        let history = ["history", "history_ttl", "queue"];
+        assert_eq!(closest("histroy", &history), Some("history"));
+        assert_eq!(closest("History", &history), Some("history"));
+        assert_eq!(closest("sizee", &["pattern", "size", "ttl"]), Some("size"));
+        assert_eq!(
+            closest("hed_timeout", &["head_timeout"]),
+            Some("head_timeout")
+        );
+        // Too far from every key: no guess.
+        assert_eq!(closest("colour", &["admin", "public", "publish"]), None);
+        assert_eq!(closest("x", &["ttl", "size"]), None);
+        assert_eq!(closest("secret", &["secret_env", "secret_file"]), None);
+        // A tie goes to the first known key.
+        assert_eq!(closest("abc", &["abd", "abe"]), Some("abd"));
+    }
+}

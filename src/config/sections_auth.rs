@@ -2,20 +2,20 @@
 //! so that a missing variable or unreadable key file is reported like any
 //! other configuration error (and a reload re-reads key files).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
-use super::reader::{self as r, take, Diag, Table};
+use super::reader::{self as r, take, Diag, Expected, Table};
 use super::sections::{Auth, AuthMode, ForwardUser};
 use super::values::{nonzero_duration as nonzero, path_value as file_path};
 use crate::keys;
 use crate::topic::Pattern;
 
-fn algorithm(name: &str) -> Result<Algorithm, String> {
+fn algorithm(name: &str) -> Result<Algorithm, Expected> {
     name.parse::<Algorithm>().map_err(|_| {
-        format!("expected algorithms among HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA, found {name:?}")
+        format!("expected algorithms among HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA, found {name:?}").into()
     })
 }
 
@@ -54,11 +54,7 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
             t,
             d,
             "mode",
-            |v| match r::string(v)?.as_str() {
-                "jwt" => Ok(AuthMode::Jwt),
-                "forward" => Ok(AuthMode::Forward),
-                other => Err(format!("expected \"jwt\" or \"forward\", found {other:?}")),
-            },
+            |v| r::one_of(v, &[("jwt", AuthMode::Jwt), ("forward", AuthMode::Forward)]),
             AuthMode::Jwt
         ),
         secret_env: secret_env
@@ -72,9 +68,7 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
             if url.starts_with("http://") || url.starts_with("https://") {
                 Ok(url)
             } else {
-                Err(format!(
-                    "expected an http:// or https:// URL, found {url:?}"
-                ))
+                Err(format!("expected an http:// or https:// URL, found {url:?}").into())
             }
         }),
         algorithms: read_algorithms(d, t),
@@ -89,16 +83,19 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
             if f.starts_with('/') || f.starts_with("http://") {
                 Ok(f)
             } else {
-                Err(format!(
-                    "expected a path such as \"/api/me\" or an http:// URL, found {f:?}"
-                ))
+                Err(
+                    format!("expected a path such as \"/api/me\" or an http:// URL, found {f:?}")
+                        .into(),
+                )
             }
         }),
         forward_headers: t
             .get_list(d, "forward_headers", |h| {
                 http::HeaderName::from_bytes(h.as_bytes())
                     .map(|_| h.to_ascii_lowercase())
-                    .map_err(|_| format!("expected a header name such as \"cookie\", found {h:?}"))
+                    .map_err(|_| {
+                        format!("expected a header name such as \"cookie\", found {h:?}").into()
+                    })
             })
             .unwrap_or_else(|| vec!["cookie".to_owned(), "authorization".to_owned()]),
         forward_user: take!(
@@ -116,7 +113,7 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
                 }
                 Err(format!(
                 "expected \"header:NAME\" or a JSON pointer starting with '/' such as \"/user/id\", found {f:?}"
-            ))
+            ).into())
             },
             ForwardUser::Header("sidecast-user".to_owned())
         ),
@@ -124,7 +121,7 @@ pub(super) fn read_auth(d: &mut Diag, t: &mut Table, base: &Path) -> Auth {
             .get_list(d, "forward_grants", |g| {
                 Pattern::parse(&g.replace("{sub}", "x"))
                     .map(|_| g.to_owned())
-                    .map_err(|e| format!("bad grant pattern {g:?}: {e}"))
+                    .map_err(|e| format!("bad grant pattern {g:?}: {e}").into())
             })
             .unwrap_or_default(),
         forward_timeout: take!(t, d, "forward_timeout", nonzero, Duration::from_secs(3)),
@@ -203,52 +200,31 @@ fn load_keys(
         }
         _ => {}
     }
-    let read = |d: &mut Diag, key: &str, path: &Path| -> Option<Vec<u8>> {
-        std::fs::read(path)
-            .map_err(|e| {
-                d.error(
-                    &span_of(key),
-                    &t.key_path(key),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })
-            .ok()
-    };
-    if let Some(p) = auth.secret_file.clone() {
-        if let Some(bytes) = read(d, "secret_file", &p) {
-            let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-            match keys::secret_key(trimmed, &p.display().to_string()) {
-                Ok(k) => auth.keys.push(k),
-                Err(e) => d.error(
-                    &span_of("secret_file"),
-                    &t.key_path("secret_file"),
-                    e.to_string(),
-                ),
-            }
-        }
-    }
-    if let Some(p) = auth.public_key_file.clone() {
-        if let Some(bytes) = read(d, "public_key_file", &p) {
-            match keys::pem_key(&bytes, &p.display().to_string()) {
-                Ok(k) => auth.keys.push(k),
-                Err(e) => d.error(
-                    &span_of("public_key_file"),
-                    &t.key_path("public_key_file"),
-                    e.to_string(),
-                ),
-            }
-        }
-    }
-    if let Some(p) = auth.jwks_file.clone() {
-        if let Some(bytes) = read(d, "jwks_file", &p) {
-            match keys::jwks_keys(&bytes, &p.display().to_string()) {
-                Ok((ks, _notes)) => auth.keys.extend(ks),
-                Err(e) => d.error(
-                    &span_of("jwks_file"),
-                    &t.key_path("jwks_file"),
-                    e.to_string(),
-                ),
-            }
+    // Each key file is read and parsed alike; only the parse differs.
+    type Parse = fn(&[u8], &str) -> Result<Vec<keys::Key>, keys::KeyError>;
+    let files: [(&str, Option<PathBuf>, Parse); 3] = [
+        ("secret_file", auth.secret_file.clone(), |bytes, from| {
+            let trimmed = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+            keys::secret_key(trimmed, from).map(|k| vec![k])
+        }),
+        (
+            "public_key_file",
+            auth.public_key_file.clone(),
+            |bytes, from| keys::pem_key(bytes, from).map(|k| vec![k]),
+        ),
+        ("jwks_file", auth.jwks_file.clone(), |bytes, from| {
+            keys::jwks_keys(bytes, from).map(|(ks, _notes)| ks)
+        }),
+    ];
+    for (key, path, parse) in files {
+        let Some(path) = path else { continue };
+        let (span, name) = (span_of(key), t.key_path(key));
+        match std::fs::read(&path) {
+            Err(e) => d.error(&span, &name, format!("cannot read {}: {e}", path.display())),
+            Ok(bytes) => match parse(&bytes, &path.display().to_string()) {
+                Ok(ks) => auth.keys.extend(ks),
+                Err(e) => d.error(&span, &name, e.to_string()),
+            },
         }
     }
 }

@@ -36,11 +36,7 @@ pub(super) fn read_log(d: &mut Diag, t: &mut Table) -> Log {
             t,
             d,
             "format",
-            |v| match r::string(v)?.as_str() {
-                "text" => Ok(LogFormat::Text),
-                "json" => Ok(LogFormat::Json),
-                other => Err(format!("expected \"text\" or \"json\", found {other:?}")),
-            },
+            |v| r::one_of(v, &[("text", LogFormat::Text), ("json", LogFormat::Json)]),
             LogFormat::Text
         ),
         level: take!(t, d, "level", |v| log_level(&r::string(v)?), s("info")),
@@ -66,7 +62,7 @@ pub(super) fn read_cluster(d: &mut Diag, t: &mut Table) -> Cluster {
             if url.starts_with("redis://") || url.starts_with("rediss://") {
                 Ok(url)
             } else {
-                Err("expected a Redis URL such as \"redis://127.0.0.1:6379\"".to_owned())
+                Err("expected a Redis URL such as \"redis://127.0.0.1:6379\"".into())
             }
         }),
         startup_timeout: take!(t, d, "startup_timeout", r::duration, Duration::from_secs(5)),

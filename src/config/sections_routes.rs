@@ -51,7 +51,7 @@ fn read_events_route(
     seen: &mut Vec<(PathTemplate, String)>,
 ) -> Option<RouteSpec> {
     let path = t.get_spanned(d, "path", |v| {
-        PathTemplate::parse(&r::string(v)?).map_err(|e| e.to_string())
+        PathTemplate::parse(&r::string(v)?).map_err(|e| e.to_string().into())
     });
     let topics_raw = t.get_spanned(d, "topics", r::strings);
     if path.is_none() && !t.has("path") {
@@ -125,7 +125,8 @@ fn read_proxy_route(d: &mut Diag, t: &mut Table) -> Option<RouteSpec> {
         } else {
             Err(format!(
                 "expected a path prefix starting with '/', such as \"/reports/\", found {p:?}"
-            ))
+            )
+            .into())
         }
     });
     let target = t.get(d, "upstream", target);
@@ -155,7 +156,7 @@ pub(super) fn read_history(d: &mut Diag, root: &mut Table, events: &Events) -> V
     let mut out = Vec::new();
     for mut t in root.array_of_tables(d, "history") {
         let pattern = t.get(d, "pattern", |v| {
-            Pattern::parse(&r::string(v)?).map_err(|e| e.to_string())
+            Pattern::parse(&r::string(v)?).map_err(|e| e.to_string().into())
         });
         if !t.has("pattern") {
             d.error(

@@ -21,7 +21,7 @@ pub(super) fn read_listen(d: &mut Diag, t: &mut Table) -> Listen {
                 .ok()
                 .filter(|m| *m <= 0o777)
                 .ok_or_else(|| {
-                    format!("expected an octal file mode such as \"0660\", found {text:?}")
+                    format!("expected an octal file mode such as \"0660\", found {text:?}").into()
                 })
         },
         0o660
@@ -78,7 +78,7 @@ pub(super) fn read_listen(d: &mut Diag, t: &mut Table) -> Listen {
                 if (1024..=1 << 20).contains(&n) {
                     Ok(n as usize)
                 } else {
-                    Err(format!("expected 1024 to 1048576 bytes, found {n}"))
+                    Err(format!("expected 1024 to 1048576 bytes, found {n}").into())
                 }
             },
             16384
@@ -121,7 +121,7 @@ pub(super) fn read_upstream(d: &mut Diag, t: &mut Table) -> Upstream {
                 n.parse::<IpNet>()
                     .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
                     .map_err(|_| {
-                        format!("expected CIDR networks such as \"10.0.0.0/8\", found {n:?}")
+                        format!("expected CIDR networks such as \"10.0.0.0/8\", found {n:?}").into()
                     })
             })
             .unwrap_or_else(|| {
@@ -146,9 +146,7 @@ pub(super) fn read_events(d: &mut Diag, t: &mut Table) -> Events {
             if p.starts_with('/') && !p.contains(['?', '#', ' ']) {
                 Ok(p)
             } else {
-                Err(format!(
-                    "expected an absolute path such as \"/events\", found {p:?}"
-                ))
+                Err(format!("expected an absolute path such as \"/events\", found {p:?}").into())
             }
         },
         s("/events")
@@ -177,7 +175,8 @@ pub(super) fn read_events(d: &mut Diag, t: &mut Table) -> Events {
                 other => Err(format!(
                     "expected \"auto\" or a positive integer, found {}",
                     other.type_str()
-                )),
+                )
+                .into()),
             },
             MaxStreams::Auto
         ),

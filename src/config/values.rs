@@ -5,22 +5,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::reader as r;
+use super::reader::{self as r, Expected};
 use super::sections::Target;
 
 pub(super) fn s(t: &str) -> String {
     t.to_owned()
 }
 
-pub(super) fn addr(v: &toml::de::DeValue) -> Result<SocketAddr, String> {
+pub(super) fn addr(v: &toml::de::DeValue) -> Result<SocketAddr, Expected> {
     let text = r::string(v)?;
     text.parse().map_err(|_| {
         format!("expected an address such as \"127.0.0.1:8080\" or \"[::1]:8080\", found {text:?}")
+            .into()
     })
 }
 
 /// An address, or `""` for "off".
-pub(super) fn optional_addr(v: &toml::de::DeValue) -> Result<Option<SocketAddr>, String> {
+pub(super) fn optional_addr(v: &toml::de::DeValue) -> Result<Option<SocketAddr>, Expected> {
     match r::string(v)?.as_str() {
         "" => Ok(None),
         _ => addr(v).map(Some),
@@ -28,10 +29,11 @@ pub(super) fn optional_addr(v: &toml::de::DeValue) -> Result<Option<SocketAddr>,
 }
 
 /// `http://host:port`, resolved now.
-pub(super) fn target(v: &toml::de::DeValue) -> Result<Target, String> {
+pub(super) fn target(v: &toml::de::DeValue) -> Result<Target, Expected> {
     let url = r::string(v)?;
-    let expected = |why: &str| {
+    let expected = |why: &str| -> Expected {
         format!("expected an upstream URL such as \"http://127.0.0.1:3000\", found {url:?} ({why})")
+            .into()
     };
     let uri: http::Uri = url.parse().map_err(|_| expected("not a URL"))?;
     match uri.scheme_str() {
@@ -58,7 +60,7 @@ pub(super) fn target(v: &toml::de::DeValue) -> Result<Target, String> {
     Ok(Target { url, addr })
 }
 
-pub(super) fn path_value(base: &Path, v: &toml::de::DeValue) -> Result<PathBuf, String> {
+pub(super) fn path_value(base: &Path, v: &toml::de::DeValue) -> Result<PathBuf, Expected> {
     let p = PathBuf::from(r::string(v)?);
     if p.as_os_str().is_empty() {
         return Err("expected a file path, found an empty string".into());
@@ -66,14 +68,14 @@ pub(super) fn path_value(base: &Path, v: &toml::de::DeValue) -> Result<PathBuf, 
     Ok(if p.is_absolute() { p } else { base.join(p) })
 }
 
-pub(super) fn positive(v: &toml::de::DeValue) -> Result<u64, String> {
+pub(super) fn positive(v: &toml::de::DeValue) -> Result<u64, Expected> {
     match r::integer(v)? {
         0 => Err("expected a positive integer, found 0".into()),
         n => Ok(n),
     }
 }
 
-pub(super) fn nonzero_duration(v: &toml::de::DeValue) -> Result<Duration, String> {
+pub(super) fn nonzero_duration(v: &toml::de::DeValue) -> Result<Duration, Expected> {
     let d = r::duration(v)?;
     if d.is_zero() {
         Err("expected a duration above zero".into())
@@ -84,7 +86,7 @@ pub(super) fn nonzero_duration(v: &toml::de::DeValue) -> Result<Duration, String
 
 /// One entry of `cors_origins`: an origin exactly as a browser sends it
 /// (the match is byte for byte, so anything else could never match).
-pub(super) fn origin(o: &str) -> Result<String, String> {
+pub(super) fn origin(o: &str) -> Result<String, Expected> {
     if o == "*" {
         return Err(
             "\"*\" is not allowed (streams carry credentials): list each origin, such as \"https://app.example.com\"".into(),
@@ -93,7 +95,7 @@ pub(super) fn origin(o: &str) -> Result<String, String> {
     let expected = || {
         format!(
             "expected an origin such as \"https://app.example.com\" (scheme, lower-case host, optional port; no path, no trailing slash), found {o:?}"
-        )
+        ).into()
     };
     let uri: http::Uri = o.parse().map_err(|_| expected())?;
     let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
@@ -112,10 +114,10 @@ pub(super) fn origin(o: &str) -> Result<String, String> {
 /// part ends in a level (`"warn,sidecast=debug"`). A bare word that is not
 /// a level would be read by the filter as a target name and silently log
 /// nothing useful, so it is refused.
-pub(super) fn log_level(text: &str) -> Result<String, String> {
+pub(super) fn log_level(text: &str) -> Result<String, Expected> {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     let expected = || {
-        format!("expected a level (trace, debug, info, warn, error, off) or directives such as \"warn,sidecast=debug\", found {text:?}")
+        format!("expected a level (trace, debug, info, warn, error, off) or directives such as \"warn,sidecast=debug\", found {text:?}").into()
     };
     let parts_ok = text.split(',').all(|part| {
         let level = part.rsplit('=').next().unwrap_or("").trim();

@@ -61,14 +61,14 @@ pub struct Subscribe {
     pub topics: Vec<Topic>,
     pub user: Option<Arc<str>>,
     pub key_id: Option<Arc<str>>,
-    pub route: Arc<str>,
     pub start: Start,
     pub queue: usize,
 }
 
-/// History limits of one configuration.
+/// The hub's limits under one configuration: history (its size, age and
+/// bytes, per topic by policy) and the number of open streams.
 #[derive(Clone, Debug)]
-pub struct Limits {
+pub struct HubLimits {
     pub size: usize,
     pub ttl: Duration,
     pub bytes: u64,
@@ -76,9 +76,9 @@ pub struct Limits {
     pub max_streams: usize,
 }
 
-impl Limits {
-    pub fn new(config: &Config, max_streams: usize) -> Limits {
-        Limits {
+impl HubLimits {
+    pub fn new(config: &Config, max_streams: usize) -> HubLimits {
+        HubLimits {
             size: config.events.history,
             ttl: config.events.history_ttl,
             bytes: config.events.history_bytes,
@@ -116,7 +116,7 @@ struct State {
     /// What topics dropped entirely had lost.
     forgotten: Forgotten,
     streams: HashMap<u64, Arc<StreamHandle>>,
-    limits: Limits,
+    limits: HubLimits,
     generation: u64,
 }
 
@@ -202,7 +202,7 @@ pub struct TopicInfo {
 }
 
 impl Hub {
-    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Hub {
+    pub fn new(limits: HubLimits, metrics: Arc<Metrics>) -> Hub {
         Hub {
             state: Mutex::new(State {
                 epoch: new_epoch().into(),
@@ -225,13 +225,9 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     /// New limits from a reloaded configuration; history policies apply to
     /// events published from now on.
-    pub fn set_limits(&self, limits: Limits) {
+    pub fn set_limits(&self, limits: HubLimits) {
         let mut s = self.lock();
         s.limits = limits;
         s.generation += 1;
@@ -268,7 +264,6 @@ impl Hub {
             req.user,
             req.topics.into_boxed_slice(),
             req.key_id,
-            req.route,
             req.queue,
         ));
         for t in handle.topics.iter() {
@@ -363,6 +358,7 @@ impl Hub {
         s.trim_fifo();
     }
 
+    #[cfg(test)]
     pub fn newest_id(&self) -> String {
         let s = self.lock();
         format_id(&s.epoch, s.last_seq)
@@ -451,7 +447,8 @@ impl Hub {
         self.metrics.events_published.inc();
     }
 
-    /// Bytes of history held (tests and `/metrics`).
+    /// Bytes of history held.
+    #[cfg(test)]
     pub fn history_bytes(&self) -> u64 {
         self.lock().bytes
     }

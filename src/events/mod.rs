@@ -4,6 +4,6 @@
 //! so that what it guarantees (order, no silent gaps) is tested alone.
 
 pub mod frame;
-pub mod hub;
-pub mod queue;
-pub mod stream;
+pub(crate) mod hub;
+pub(crate) mod queue;
+pub(crate) mod stream;

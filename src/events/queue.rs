@@ -48,7 +48,6 @@ pub struct StreamHandle {
     pub topics: Box<[Topic]>,
     /// Identity of the key that verified the token (revocation on reload).
     pub key_id: Option<Arc<str>>,
-    pub route: Arc<str>,
     cap: usize,
     state: Mutex<State>,
 }
@@ -67,7 +66,6 @@ impl StreamHandle {
         user: Option<Arc<str>>,
         topics: Box<[Topic]>,
         key_id: Option<Arc<str>>,
-        route: Arc<str>,
         cap: usize,
     ) -> Self {
         StreamHandle {
@@ -75,7 +73,6 @@ impl StreamHandle {
             user,
             topics,
             key_id,
-            route,
             cap,
             state: Mutex::new(State {
                 queue: VecDeque::new(),

@@ -243,7 +243,7 @@ mod tests {
     /// streams are what a pod holds by the thousand).
     #[test]
     fn the_stream_task_stays_small() {
-        let h = StreamHandle::new(1, None, Box::new([]), None, Arc::from("r"), 4);
+        let h = StreamHandle::new(1, None, Box::new([]), None, 4);
         let (mut io, _peer) = tokio::io::duplex(64);
         let s = Settings {
             heartbeat: Duration::from_secs(1),
@@ -298,14 +298,7 @@ mod tests {
     /// fixed clock: an event resets it, although the timer is armed once.
     #[tokio::test(start_paused = true)]
     async fn a_heartbeat_comes_a_heartbeat_after_the_last_write() {
-        let h = Arc::new(StreamHandle::new(
-            1,
-            None,
-            Box::new([]),
-            None,
-            Arc::from("r"),
-            4,
-        ));
+        let h = Arc::new(StreamHandle::new(1, None, Box::new([]), None, 4));
         let (mut io, mut peer) = tokio::io::duplex(4096);
         let s = Settings {
             heartbeat: Duration::from_secs(10),

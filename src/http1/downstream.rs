@@ -10,8 +10,9 @@
 //! socket; a byte that arrives then (the next pipelined request, or the
 //! first WebSocket frame of a client that read the `101` before pingora
 //! switched to relaying) fails the request. Past its request, reads wait:
-//! what follows stays on the socket for sidecast's next head, or, after a
-//! `101`, for the upgraded relay.
+//! what follows stays on the socket for sidecast's next head. (An upgrade
+//! that pingora serves is given the connection open: what follows its head
+//! is the upgraded connection's.)
 
 use std::cell::RefCell;
 use std::io::IoSlice;
@@ -60,9 +61,6 @@ pub enum Gate {
     Chunked(crate::http1::chunked::ChunkScan),
     /// The request is whole: reads wait.
     Closed,
-    /// An upgrade request: reads wait until a `101` is sent, then the
-    /// connection is the upgraded one's.
-    UntilUpgrade,
     /// Everything (an upgraded connection, or a request whose end is not
     /// known).
     Open,
@@ -168,8 +166,8 @@ impl AsyncRead for Downstream {
         match &mut me.gate {
             Gate::Open => Pin::new(&mut me.tcp).poll_read(cx, out),
             // No waker is kept: pingora waits on the app meanwhile, and
-            // reads again after the request (or the upgrade) moves on.
-            Gate::Closed | Gate::UntilUpgrade => Poll::Pending,
+            // reads again after the request moves on.
+            Gate::Closed => Poll::Pending,
             Gate::Body(left) => {
                 // Read no further than the body's end: through a small
                 // buffer of its own, copied on (only uploads come here).
@@ -215,13 +213,6 @@ impl AsyncWrite for Downstream {
         let me = &mut *self;
         if me.expect_head && final_head(buf) {
             me.expect_head = false;
-            if matches!(me.gate, Gate::UntilUpgrade) {
-                me.gate = if buf.get(9..12) == Some(b"101") {
-                    Gate::Open
-                } else {
-                    Gate::Closed
-                };
-            }
             // pingora writes a head whole, in one buffer: it is held, so
             // that it leaves with the first body bytes.
             let date = APP_DATE.try_with(|d| d.borrow_mut().take()).ok().flatten();

@@ -105,9 +105,9 @@ impl HeadError {
     }
 }
 
-/// Limits of the head reader.
+/// Limits of the head reader: how long a head may take, and how large it may be.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub struct HeadLimits {
     pub head_timeout: Duration,
     pub keepalive: Duration,
     pub max_head_bytes: usize,
@@ -120,7 +120,7 @@ pub struct Limits {
 pub async fn read_head<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut Vec<u8>,
-    limits: Limits,
+    limits: HeadLimits,
     first: bool,
 ) -> Result<Head, HeadError> {
     let start = Instant::now();

@@ -4,8 +4,8 @@
 //! Nothing here knows of auth, events or routes, so every layer above can
 //! use it and it can be tested with bytes alone.
 
-pub mod chunked;
-pub mod downstream;
+pub(crate) mod chunked;
+pub(crate) mod downstream;
 pub mod head;
-pub mod respond;
-pub mod target;
+pub(crate) mod respond;
+pub(crate) mod target;

@@ -60,7 +60,7 @@ pub fn check(method: &str, target: &str, host: Option<&[u8]>) -> Result<(), Targ
         req.append_header("host", h)
             .map_err(|_| TargetError::Host)?;
     }
-    pingora_core::protocols::http::authority::validate_request_authority(&req).map_err(refused)
+    pingora::protocols::http::authority::validate_request_authority(&req).map_err(refused)
 }
 
 /// The path of a target: `/a/b` for `/a/b?q` and for `http://h/a/b?q`.

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::apps::{HttpPersistentSettings, HttpServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
-use pingora_core::protocols::http::ServerSession;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -20,15 +20,15 @@ pub mod cores;
 
 use self::cores::Cores;
 use crate::http1::downstream::{self, Downstream, Gate};
-use crate::http1::head::{read_head, Head, HeadError, Limits};
+use crate::http1::head::{read_head, Head, HeadError, HeadLimits};
 use crate::http1::respond::Reply;
 use crate::proxy::deadline::HeaderDeadline;
-use crate::proxy::failure::{self, Failure};
-use crate::proxy::Proxy;
+use crate::proxy::failure;
+use crate::proxy::{Proxy, Routed};
 use crate::routes::Route;
 use crate::state::Shared;
 use crate::subscribe::recheck::Rechecks;
-use crate::subscribe::serve::{serve as serve_events, After};
+use crate::subscribe::serve::{serve as serve_events, After, Matched};
 
 /// The proxy logic shared by every connection.
 pub type ProxyApp = HttpProxy<Proxy>;
@@ -50,7 +50,7 @@ pub struct Public {
     pub app: Arc<ProxyApp>,
     /// Where forward auth's streams are registered for rechecks.
     pub rechecks: Arc<Rechecks>,
-    pub limits: Limits,
+    pub limits: HeadLimits,
 }
 
 /// Accepts until told to stop. Running out of file descriptors pauses the
@@ -191,7 +191,7 @@ fn own_bytes(head: &Head, buf: &[u8]) -> (usize, Gate) {
 async fn next_head<C: Conn>(
     io: &mut C,
     buf: &mut Vec<u8>,
-    limits: Limits,
+    limits: HeadLimits,
     first: bool,
     shared: &Shared,
 ) -> Result<Head, HeadError> {
@@ -255,26 +255,35 @@ async fn serve_one<C: Conn>(
         }
         return None;
     }
+    // The runtime is loaded once and the head routed once: the request is
+    // served with that route and that configuration to its end, even if a
+    // reload swaps them meanwhile. `index` is into the events routes for
+    // an events request, else into the proxy routes.
     let rt = shared.runtime();
-    let route = match rt.routes.route(&head.method, head.path()) {
-        Route::Events { index, params } => Some((
+    let (events, index) = match rt.routes.route(&head.method, head.path()) {
+        Route::Events { index, params } => (
+            Some(
+                params
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect::<Vec<_>>(),
+            ),
             index,
-            params
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect::<Vec<_>>(),
-        )),
-        Route::Proxy { .. } => None,
+        ),
+        Route::Proxy { index } => (None, index),
     };
-    drop(rt);
-    if let Some((index, params)) = route {
+    if let Some(params) = events {
         // What follows the head stays for the next request (a body on an
         // events route is refused, and the connection closed, by serve).
         buf.drain(..head.len);
         if buf.is_empty() {
             *buf = Vec::new();
         }
-        return match serve_events(&mut io, head, index, params, shared, rechecks, peer).await {
+        let matched = Matched {
+            route: index.map(|i| &rt.routes.events[i]),
+            params,
+        };
+        return match serve_events(&mut io, head, &rt, matched, shared, rechecks, peer).await {
             After::KeepAlive => Some((io.kept(), settings)),
             After::Close => {
                 linger(&mut io).await;
@@ -288,15 +297,17 @@ async fn serve_one<C: Conn>(
             }
         };
     }
+    let routed = Routed::new(rt, index);
     if crate::proxy::lean::tunnels(&head) {
         shared.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
-        crate::proxy::lean::tunnel(&mut io, buf, &head, peer, shared).await;
+        crate::proxy::lean::tunnel(&mut io, buf, &head, peer, &routed, shared).await;
         shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
         return None;
     }
-    if shared.runtime().config.upstream.fast_path && crate::proxy::lean::eligible(&head) {
+    let fast_path = routed.runtime().config.upstream.fast_path;
+    if fast_path && crate::proxy::lean::eligible(&head) {
         shared.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
-        let keep = crate::proxy::lean::relay(&mut io, buf, &head, peer, shared).await;
+        let keep = crate::proxy::lean::relay(&mut io, buf, &head, peer, &routed, shared).await;
         shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
         if keep {
             return Some((io.kept(), settings));
@@ -304,11 +315,6 @@ async fn serve_one<C: Conn>(
         linger(&mut io).await;
         return None;
     }
-    let label = {
-        let rt = shared.runtime();
-        let index = rt.routes.proxy_for(head.path());
-        crate::proxy::route_label(index.map(|i| rt.routes.proxy[i].prefix.as_str()))
-    };
     // Only what a late-headers answer needs outlives the routing (a
     // WebSocket can be proxied for hours).
     let (own, gate) = own_bytes(&head, buf);
@@ -336,7 +342,7 @@ async fn serve_one<C: Conn>(
     let started = std::time::Instant::now();
     shared.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
     let mut proxied = Box::pin(downstream::scope(
-        deadline.scope(app.process_new_http(session, &watch)),
+        deadline.scope(routed.clone().scope(app.process_new_http(session, &watch))),
     ));
     let reused = tokio::select! {
         r = &mut proxied => Some(r),
@@ -354,7 +360,7 @@ async fn serve_one<C: Conn>(
             socket,
             (&method, &target, minor),
             peer,
-            &label,
+            &routed,
             started,
             shared,
         )
@@ -416,14 +422,11 @@ async fn late_headers(
     socket: std::io::Result<std::net::TcpStream>,
     (method, target, minor): (&str, &str, u8),
     peer: SocketAddr,
-    label: &str,
+    routed: &Routed,
     started: std::time::Instant,
     shared: &Shared,
 ) {
-    let failure = Failure {
-        status: 504,
-        code: failure::TIMEOUT,
-    };
+    let failure = failure::TIMEOUT_504;
     let sent = match socket.and_then(|s| {
         s.set_nonblocking(true)?;
         TcpStream::from_std(s)
@@ -441,11 +444,12 @@ async fn late_headers(
     };
     crate::proxy::record(
         shared,
+        routed.runtime(),
         crate::proxy::Access {
             method,
             target,
             status: if sent { 504 } else { 0 },
-            route: label,
+            route: routed.label(),
             started,
             peer: &peer.to_string(),
             error: "ResponseHeaderTimedout",

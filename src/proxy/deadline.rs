@@ -1,4 +1,4 @@
-//! `[upstream] timeout` as the contract says it: *no response headers by
+//! `[upstream] timeout` as README.md states it: *no response headers by
 //! then*: `504`. Pingora's own `read_timeout` is reset on every read and
 //! covers the body too, so it would also cut a slow stream whose chunks are
 //! further apart than the timeout; it is therefore left off, and this clock

@@ -19,6 +19,22 @@ pub const UNREACHABLE: &str = "upstream-unreachable";
 pub const TIMEOUT: &str = "upstream-timeout";
 pub const UPSTREAM: &str = "upstream-error";
 
+/// The app could not be connected to.
+pub const UNREACHABLE_502: Failure = Failure {
+    status: 502,
+    code: UNREACHABLE,
+};
+/// The app's answer was not a response, or it closed before one.
+pub const UPSTREAM_502: Failure = Failure {
+    status: 502,
+    code: UPSTREAM,
+};
+/// No response head within `[upstream] timeout`.
+pub const TIMEOUT_504: Failure = Failure {
+    status: 504,
+    code: TIMEOUT,
+};
+
 /// Maps a pingora error to its answer. `connect_failed` is set when the
 /// failure happened while connecting (pingora's `fail_to_connect` saw it).
 pub fn classify(source: &ErrorSource, etype: &ErrorType, connect_failed: bool) -> Failure {

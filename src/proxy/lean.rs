@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::failure::{self, Failure};
+use super::failure::{self, Failure, TIMEOUT_504, UNREACHABLE_502, UPSTREAM_502};
 use super::forwarding::{is_trusted, plan, Action};
 use super::hop::Nominated;
 use super::pool;
+use super::Routed;
 use crate::http1::chunked::ChunkScan;
 use crate::http1::head::Head;
-use crate::routes::strip;
 use crate::state::Shared;
 
 /// The access log's error for a response body silent past
@@ -40,13 +40,18 @@ const READ_SIZE: usize = 16 * 1024;
 /// The most response header fields read, as for requests.
 const MAX_RESPONSE_HEADERS: usize = crate::http1::head::MAX_HEADERS;
 
-/// Whether a request may take the lean path.
-pub fn eligible(head: &Head) -> bool {
+/// HTTP/1.1 in origin form, without a chunked body or `Expect`: what both
+/// lean paths need.
+fn plain(head: &Head) -> bool {
     head.minor == 1
         && head.target.starts_with('/')
         && head.header("transfer-encoding").is_none()
-        && head.header("upgrade").is_none()
         && head.header("expect").is_none()
+}
+
+/// Whether a request may take the lean path.
+pub fn eligible(head: &Head) -> bool {
+    plain(head) && head.header("upgrade").is_none()
 }
 
 /// The request's `Content-Length` (the head reader refused a bad one).
@@ -151,13 +156,14 @@ struct RespHead {
 }
 
 /// Parses a response head from `buf` and writes the client's head into
-/// `out`; `None` when more bytes are needed.
+/// `out`; `None` when more bytes are needed, `Err` when the app's head is
+/// not HTTP (answered as a bad upstream).
 fn response_head(
     buf: &[u8],
     out: &mut Vec<u8>,
     is_head: bool,
     close_client: bool,
-) -> Result<Option<RespHead>, String> {
+) -> Result<Option<RespHead>, httparse::Error> {
     let mut slots = [httparse::EMPTY_HEADER; 64];
     let mut many;
     let mut resp = httparse::Response::new(&mut slots);
@@ -168,8 +174,7 @@ fn response_head(
             resp.parse(buf)
         }
         other => other,
-    }
-    .map_err(|e| format!("invalid response head: {e}"))?;
+    }?;
     let httparse::Status::Complete(len) = status else {
         return Ok(None);
     };
@@ -241,8 +246,8 @@ fn response_head(
     }))
 }
 
-/// Why a relay ended early, for the access log.
-struct Ended {
+/// How a relay or a tunnel ended, for the access log.
+struct Relayed {
     /// The status the client got (0: none).
     status: u16,
     error: &'static str,
@@ -250,37 +255,57 @@ struct Ended {
     keep_client: bool,
 }
 
-/// Where a proxied request goes, as both the relay and the tunnel need it.
-struct Routed<'a> {
-    addr: SocketAddr,
-    /// The route's label in metrics and the access log.
-    label: &'a str,
-    /// The target sent upstream (the prefix stripped when the route says so).
-    target: std::borrow::Cow<'a, str>,
-    /// The peer is a trusted proxy (its forwarding headers are kept).
-    trusted: bool,
+/// The request head sent upstream for `head` (the first `head.len` bytes
+/// of `buf`), with room for `body` bytes more, and the address it goes to:
+/// the route's target, the prefix stripped when the route says so, the
+/// forwarding headers kept only from a trusted proxy.
+fn upstream_request(
+    buf: &[u8],
+    head: &Head,
+    routed: &Routed,
+    peer: SocketAddr,
+    upgrade: bool,
+    body: usize,
+) -> (SocketAddr, Vec<u8>) {
+    let up = &routed.runtime().config.upstream;
+    let trusted = is_trusted(Some(peer.ip()), &up.trusted_proxies);
+    let target = routed.upstream_target(&head.target);
+    let mut req = Vec::with_capacity(head.len + 128 + body);
+    request_head(
+        &mut req,
+        &buf[..head.len],
+        head,
+        &target,
+        peer,
+        trusted,
+        upgrade,
+    );
+    (routed.target().addr, req)
 }
 
-fn routed<'a>(rt: &'a crate::state::Runtime, head: &'a Head, peer: SocketAddr) -> Routed<'a> {
-    let up = &rt.config.upstream;
-    let route = rt
-        .routes
-        .proxy_for(head.path())
-        .map(|i| &rt.routes.proxy[i]);
-    let (addr, label) = match route {
-        Some(r) => (r.target.addr, r.prefix.as_str()),
-        None => (up.target.addr, "upstream"),
-    };
-    let target = match route {
-        Some(r) if r.strip_prefix => strip(&r.prefix, &head.target).into(),
-        _ => head.target.as_str().into(),
-    };
-    Routed {
-        addr,
-        label,
-        target,
-        trusted: is_trusted(Some(peer.ip()), &up.trusted_proxies),
-    }
+/// Counts and logs a request that the relay or the tunnel ended.
+fn record(
+    shared: &Shared,
+    routed: &Routed,
+    head: &Head,
+    peer: SocketAddr,
+    started: Instant,
+    ended: &Relayed,
+) {
+    crate::proxy::record(
+        shared,
+        routed.runtime(),
+        crate::proxy::Access {
+            method: &head.method,
+            target: &head.target,
+            status: ended.status,
+            route: routed.label(),
+            started,
+            peer: &peer.to_string(),
+            error: ended.error,
+            sidecast_error: ended.sidecast_error,
+        },
+    );
 }
 
 /// Relays one plain request to its upstream and the response back. `buf`
@@ -292,34 +317,18 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     buf: &mut Vec<u8>,
     head: &Head,
     peer: SocketAddr,
+    routed: &Routed,
     shared: &Shared,
 ) -> bool {
     let started = Instant::now();
-    let rt = shared.runtime();
-    let up = &rt.config.upstream;
-    let Routed {
-        addr,
-        label,
-        target,
-        trusted,
-    } = routed(&rt, head, peer);
-    let target = target.as_ref();
+    let up = &routed.runtime().config.upstream;
     let length = content_length(head);
     let in_buf = (buf.len() - head.len).min(usize::try_from(length).unwrap_or(usize::MAX));
-    let mut req = Vec::with_capacity(head.len + 128 + in_buf);
-    request_head(
-        &mut req,
-        &buf[..head.len],
-        head,
-        target,
-        peer,
-        trusted,
-        false,
-    );
+    let (addr, mut req) = upstream_request(buf, head, routed, peer, false, in_buf);
     req.extend_from_slice(&buf[head.len..head.len + in_buf]);
     buf.drain(..head.len + in_buf);
     let body_left = length - in_buf as u64;
-    let limits = Limits {
+    let timeouts = Timeouts {
         connect: up.connect_timeout,
         head: up.timeout,
         idle: up.body_idle_timeout,
@@ -330,47 +339,30 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
         &req,
         body_left,
         addr,
-        limits,
+        timeouts,
         head.method == "HEAD",
         close_client,
     )
     .await;
-    let Ended {
-        status,
-        error,
-        sidecast_error,
-        keep_client,
-    } = match ended {
-        Ok(e) | Err(e) => e,
-    };
-    if error == BODY_IDLE {
+    let (Ok(ended) | Err(ended)) = ended;
+    if ended.error == BODY_IDLE {
         shared.metrics.upstream_body_timeouts.inc();
     }
-    crate::proxy::record(
-        shared,
-        crate::proxy::Access {
-            method: &head.method,
-            target: &head.target,
-            status,
-            route: label,
-            started,
-            peer: &peer.to_string(),
-            error,
-            sidecast_error,
-        },
-    );
-    keep_client && !close_client
+    record(shared, routed, head, peer, started, &ended);
+    ended.keep_client && !close_client
 }
 
+/// The `[upstream]` timeouts of one exchange: connecting, the response
+/// head (and the client's body), and a silent response body.
 #[derive(Clone, Copy)]
-struct Limits {
+struct Timeouts {
     connect: Duration,
     head: Duration,
     idle: Duration,
 }
 
-fn failed(f: Failure, error: &'static str) -> Ended {
-    Ended {
+fn failed(f: Failure, error: &'static str) -> Relayed {
+    Relayed {
         status: f.status,
         error,
         sidecast_error: f.code,
@@ -384,7 +376,7 @@ async fn answer<C: AsyncWrite + Unpin>(
     f: Failure,
     head_only: bool,
     error: &'static str,
-) -> Ended {
+) -> Relayed {
     let _ = failure::reply(f).send(io, 1, false, head_only).await;
     failed(f, error)
 }
@@ -397,31 +389,23 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
     req: &[u8],
     body_left: u64,
     addr: SocketAddr,
-    limits: Limits,
+    timeouts: Timeouts,
     is_head: bool,
     close_client: bool,
-) -> Result<Ended, Ended> {
-    let unreachable = Failure {
-        status: 502,
-        code: failure::UNREACHABLE,
-    };
-    let bad_upstream = Failure {
-        status: 502,
-        code: failure::UPSTREAM,
-    };
+) -> Result<Relayed, Relayed> {
     let mut rbuf = pool::buffer(READ_SIZE);
     let mut reused = pool::checkout(addr);
     let (mut conn, deadline) = loop {
         let (mut conn, was_pooled) = match reused.take() {
             Some(c) => (c, true),
-            None => match pool::connect(addr, limits.connect).await {
+            None => match pool::connect(addr, timeouts.connect).await {
                 Ok(c) => (c, false),
-                Err(_) => return Err(answer(io, unreachable, is_head, "ConnectError").await),
+                Err(_) => return Err(answer(io, UNREACHABLE_502, is_head, "ConnectError").await),
             },
         };
         let sent = conn.write_all(req).await;
         let sent = match sent {
-            Ok(()) if body_left > 0 => stream_body(io, &mut conn, body_left, limits.head).await,
+            Ok(()) if body_left > 0 => stream_body(io, &mut conn, body_left, timeouts.head).await,
             other => other.map_err(|_| "WriteError"),
         };
         if let Err(e) = sent {
@@ -437,24 +421,18 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
                     code: "bad-request",
                 }
             } else {
-                bad_upstream
+                UPSTREAM_502
             };
             return Err(answer(io, f, is_head, e).await);
         }
-        let deadline = tokio::time::Instant::now() + limits.head;
+        let deadline = tokio::time::Instant::now() + timeouts.head;
         // The first read tells whether a pooled connection was still alive.
         rbuf.clear();
         match tokio::time::timeout_at(deadline, conn.read_buf(&mut rbuf)).await {
             Ok(Ok(n)) if n > 0 => break (conn, deadline),
             Ok(_) if was_pooled && body_left == 0 => continue,
-            Ok(_) => return Err(answer(io, bad_upstream, is_head, "ConnectionClosed").await),
-            Err(_) => {
-                let f = Failure {
-                    status: 504,
-                    code: failure::TIMEOUT,
-                };
-                return Err(answer(io, f, is_head, "ResponseHeaderTimedout").await);
-            }
+            Ok(_) => return Err(answer(io, UPSTREAM_502, is_head, "ConnectionClosed").await),
+            Err(_) => return Err(answer(io, TIMEOUT_504, is_head, "ResponseHeaderTimedout").await),
         }
     };
     // The response head, and any interim heads before it.
@@ -481,24 +459,14 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(Some(h)) => break h,
             Ok(None) if rbuf.len() >= 64 * 1024 => {
-                return Err(answer(io, bad_upstream, is_head, "InvalidHTTPHeader").await)
+                return Err(answer(io, UPSTREAM_502, is_head, "InvalidHTTPHeader").await)
             }
             Ok(None) => {}
-            Err(_) => return Err(answer(io, bad_upstream, is_head, "InvalidHTTPHeader").await),
+            Err(_) => return Err(answer(io, UPSTREAM_502, is_head, "InvalidHTTPHeader").await),
         }
-        match tokio::time::timeout_at(deadline, conn.read_buf(&mut rbuf)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return Err(answer(io, bad_upstream, is_head, "ConnectionClosed").await),
-            Err(_) => {
-                let f = Failure {
-                    status: 504,
-                    code: failure::TIMEOUT,
-                };
-                return Err(answer(io, f, is_head, "ResponseHeaderTimedout").await);
-            }
-        }
+        read_head_more(io, &mut conn, &mut rbuf, deadline, is_head).await?;
     };
-    let body = relay_body(io, &mut conn, &mut rbuf, &mut out, &resp, limits.idle).await;
+    let body = relay_body(io, &mut conn, &mut rbuf, &mut out, &resp, timeouts.idle).await;
     pool::give_back(rbuf, READ_SIZE);
     let status = resp.status;
     match body {
@@ -506,19 +474,36 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
             if clean && resp.reusable {
                 pool::checkin(addr, conn);
             }
-            Ok(Ended {
+            Ok(Relayed {
                 status,
                 error: "",
                 sidecast_error: "",
                 keep_client: resp.framing != Framing::Close,
             })
         }
-        Err(error) => Ok(Ended {
+        Err(error) => Ok(Relayed {
             status,
             error,
             sidecast_error: "",
             keep_client: false,
         }),
+    }
+}
+
+/// Reads more of the app's response head into `rbuf`, by `deadline`; when
+/// the app closes first (`502`) or is late (`504`), the answer is sent and
+/// the end returned.
+async fn read_head_more<C: AsyncWrite + Unpin>(
+    io: &mut C,
+    conn: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+    head_only: bool,
+) -> Result<(), Relayed> {
+    match tokio::time::timeout_at(deadline, conn.read_buf(rbuf)).await {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        Ok(_) => Err(answer(io, UPSTREAM_502, head_only, "ConnectionClosed").await),
+        Err(_) => Err(answer(io, TIMEOUT_504, head_only, "ResponseHeaderTimedout").await),
     }
 }
 
@@ -606,12 +591,7 @@ async fn relay_body<C: AsyncWrite + Unpin>(
 /// Whether a request is an upgrade sidecast tunnels itself: HTTP/1.1,
 /// origin form, `Upgrade` named, no body.
 pub fn tunnels(head: &Head) -> bool {
-    head.minor == 1
-        && head.target.starts_with('/')
-        && head.header("upgrade").is_some()
-        && head.header("transfer-encoding").is_none()
-        && head.header("expect").is_none()
-        && content_length(head) == 0
+    plain(head) && head.header("upgrade").is_some() && content_length(head) == 0
 }
 
 /// An upgrade (WebSocket): the request goes to the app on a connection of
@@ -627,51 +607,16 @@ pub async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     buf: &mut Vec<u8>,
     head: &Head,
     peer: SocketAddr,
+    routed: &Routed,
     shared: &Shared,
 ) {
     let started = Instant::now();
-    let rt = shared.runtime();
-    let up = &rt.config.upstream;
-    let Routed {
-        addr,
-        label,
-        target,
-        trusted,
-    } = routed(&rt, head, peer);
-    let target = target.as_ref();
-    let mut req = Vec::with_capacity(head.len + 128);
-    request_head(
-        &mut req,
-        &buf[..head.len],
-        head,
-        target,
-        peer,
-        trusted,
-        true,
-    );
+    let up = &routed.runtime().config.upstream;
+    let (addr, req) = upstream_request(buf, head, routed, peer, true, 0);
     buf.drain(..head.len);
     let ended = upgrade(io, buf, &req, addr, up.connect_timeout, up.timeout).await;
-    let Ended {
-        status,
-        error,
-        sidecast_error,
-        ..
-    } = match ended {
-        Ok(e) | Err(e) => e,
-    };
-    crate::proxy::record(
-        shared,
-        crate::proxy::Access {
-            method: &head.method,
-            target: &head.target,
-            status,
-            route: label,
-            started,
-            peer: &peer.to_string(),
-            error,
-            sidecast_error,
-        },
-    );
+    let (Ok(ended) | Err(ended)) = ended;
+    record(shared, routed, head, peer, started, &ended);
 }
 
 async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
@@ -681,39 +626,19 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
     addr: SocketAddr,
     connect: Duration,
     wait: Duration,
-) -> Result<Ended, Ended> {
+) -> Result<Relayed, Relayed> {
     let mut conn = match pool::connect(addr, connect).await {
         Ok(c) => c,
-        Err(_) => {
-            let f = Failure {
-                status: 502,
-                code: failure::UNREACHABLE,
-            };
-            return Err(answer(io, f, false, "ConnectError").await);
-        }
-    };
-    let bad = Failure {
-        status: 502,
-        code: failure::UPSTREAM,
+        Err(_) => return Err(answer(io, UNREACHABLE_502, false, "ConnectError").await),
     };
     if conn.write_all(req).await.is_err() {
-        return Err(answer(io, bad, false, "WriteError").await);
+        return Err(answer(io, UPSTREAM_502, false, "WriteError").await);
     }
     let deadline = tokio::time::Instant::now() + wait;
     let mut rbuf = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(512);
     let resp = loop {
-        match tokio::time::timeout_at(deadline, conn.read_buf(&mut rbuf)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return Err(answer(io, bad, false, "ConnectionClosed").await),
-            Err(_) => {
-                let f = Failure {
-                    status: 504,
-                    code: failure::TIMEOUT,
-                };
-                return Err(answer(io, f, false, "ResponseHeaderTimedout").await);
-            }
-        }
+        read_head_more(io, &mut conn, &mut rbuf, deadline, false).await?;
         out.clear();
         match response_head(&rbuf, &mut out, false, true) {
             Ok(Some(h)) if h.status == 101 => break h,
@@ -723,7 +648,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
             Ok(Some(h)) => {
                 // The app declined the upgrade: its answer, then close.
                 let r = relay_body(io, &mut conn, &mut rbuf, &mut out, &h, wait).await;
-                return Ok(Ended {
+                return Ok(Relayed {
                     status: h.status,
                     error: r.err().unwrap_or(""),
                     sidecast_error: "",
@@ -731,7 +656,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
                 });
             }
             Ok(None) => {}
-            Err(_) => return Err(answer(io, bad, false, "InvalidHTTPHeader").await),
+            Err(_) => return Err(answer(io, UPSTREAM_502, false, "InvalidHTTPHeader").await),
         }
     };
     // The 101 as the app sent it: its Connection and Upgrade are the
@@ -740,7 +665,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
     out.extend_from_slice(&rbuf[..resp.len]);
     out.extend_from_slice(&rbuf[resp.len..]);
     if io.write_all(&out).await.is_err() {
-        return Ok(Ended {
+        return Ok(Relayed {
             status: 101,
             error: "WriteError",
             sidecast_error: "",
@@ -752,7 +677,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
         early.clear();
     }
     let joined = tokio::io::copy_bidirectional(io, &mut conn).await;
-    Ok(Ended {
+    Ok(Relayed {
         status: 101,
         error: if joined.is_err() {
             "UpgradedClosed"

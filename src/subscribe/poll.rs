@@ -39,7 +39,6 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         topics: asked.topics,
         user: asked.principal.user.clone(),
         key_id: None,
-        route: asked.route,
         // Without `lastEventId` a poll waits for new events only: its
         // `Last-Event-ID` answer is then the newest id read in the step
         // that registers it, so no event falls between that id and what

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::recheck::Rechecks;
-use super::request::{accepts_sse, denied_reply, resolve, Asked, Refusal};
+use super::request::{accepts_sse, cors_origin, denied_reply, resolve, Asked, Refusal};
 use crate::auth::Denied;
 use crate::events::frame::{chunked, control, notice};
 use crate::events::hub::{Hub, Opening, Refused, Subscribe};
@@ -19,6 +19,7 @@ use crate::events::stream::{self, jittered, Settings};
 use crate::http1::head::Head;
 use crate::http1::respond::Reply;
 use crate::metrics::{Metrics, RouteLabel};
+use crate::routes::EventsRoute;
 use crate::state::{Runtime, Shared};
 
 /// What the connection does after an events request.
@@ -67,16 +68,6 @@ impl Opened {
         Box::pin(stream::finish(&mut io, &ended, self.settings)).await;
         tracing::info!(target: "sidecast::stream", stream = handle.id, route = %self.route, reason = ended.label(), duration_ms = started.elapsed().as_millis() as u64, "stream closed");
     }
-}
-
-fn cors(head: &Head, rt: &Runtime) -> Option<String> {
-    let origin = head.header("origin")?;
-    rt.config
-        .events
-        .cors_origins
-        .iter()
-        .find(|o| o.as_bytes() == origin)
-        .cloned()
 }
 
 fn with_cors(mut r: Reply, origin: &Option<String>) -> Reply {
@@ -150,21 +141,28 @@ fn sse_head(minor: u8, origin: &Option<String>) -> String {
     h
 }
 
+/// The events route a head matched in the runtime it was routed with
+/// (`None`: `[events] path`), and the path segments its template bound.
+pub struct Matched<'r> {
+    pub route: Option<&'r EventsRoute>,
+    pub params: Vec<(String, String)>,
+}
+
 /// Serves one events request up to its stream: a refusal or a complete
 /// answer is written here, a stream is returned as [`After::Stream`] for
 /// the caller to run. `head` is taken by value: a long-lived stream keeps
-/// nothing of its request.
+/// nothing of its request. `rt` is the runtime the head was routed with:
+/// every setting is read from it.
 pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
     head: Head,
-    route: Option<usize>,
-    params: Vec<(String, String)>,
+    rt: &Runtime,
+    matched: Matched<'_>,
     shared: &Arc<Shared>,
     rechecks: &Rechecks,
     peer: std::net::SocketAddr,
 ) -> After {
-    let rt = shared.runtime();
-    let origin = cors(&head, &rt);
+    let origin = cors_origin(&head, &rt.config.events.cors_origins);
     // Before anything else: sidecast answers this request itself and reads
     // no body, so a body left on the connection would be parsed as the next
     // request (a smuggled request, behind any ingress that shares
@@ -186,22 +184,23 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         }
         return reply(io, &head, r).await;
     }
-    let params_ref: Vec<(&str, &str)> = params
+    let params: Vec<(&str, &str)> = matched
+        .params
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let asked = match resolve(&head, route, &params_ref, &rt, shared, Some(peer.ip())).await {
+    let asked = match resolve(&head, matched.route, &params, rt, shared, Some(peer.ip())).await {
         Ok(a) => a,
         Err(Refusal::Reply(r)) => return reply(io, &head, with_cors(r, &origin)).await,
         Err(Refusal::Denied(Denied::Unavailable(reason))) => {
-            return unavailable(io, &head, &rt, &origin, &reason).await
+            return unavailable(io, &head, rt, &origin, &reason).await
         }
         Err(Refusal::Denied(d)) => {
             return reply(io, &head, with_cors(denied_reply(&d, shared), &origin)).await
         }
     };
     if asked.poll {
-        let keep = super::poll::serve(io, &head, asked, &rt, shared, &origin).await;
+        let keep = super::poll::serve(io, &head, asked, rt, shared, &origin).await;
         return if keep { After::KeepAlive } else { After::Close };
     }
     if head.method == "HEAD" {
@@ -216,9 +215,9 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         };
     }
     if shared.lifecycle.is_draining() {
-        return unavailable(io, &head, &rt, &origin, "draining").await;
+        return unavailable(io, &head, rt, &origin, "draining").await;
     }
-    open(io, head, asked, &rt, shared, rechecks, origin).await
+    open(io, head, asked, rt, shared, rechecks, origin).await
 }
 
 async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
@@ -249,7 +248,6 @@ async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
         topics: asked.topics,
         user: asked.principal.user.clone(),
         key_id: asked.principal.key_id.clone(),
-        route: asked.route.clone(),
         start: asked.start,
         queue: ev.queue,
     };
@@ -323,7 +321,7 @@ fn first_frames(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::hub::Limits;
+    use crate::events::hub::HubLimits;
 
     /// Every open stream is one such task, and idle streams are what a pod
     /// holds by the thousand: the whole task (the connection, the writer,
@@ -331,7 +329,7 @@ mod tests {
     #[test]
     fn a_stream_task_stays_small() {
         let metrics = Arc::new(Metrics::new());
-        let limits = Limits {
+        let limits = HubLimits {
             size: 0,
             ttl: Duration::ZERO,
             bytes: 0,
@@ -339,14 +337,7 @@ mod tests {
             max_streams: 1,
         };
         let opened = Opened {
-            handle: Arc::new(StreamHandle::new(
-                1,
-                None,
-                Box::new([]),
-                None,
-                Arc::from("r"),
-                4,
-            )),
+            handle: Arc::new(StreamHandle::new(1, None, Box::new([]), None, 4)),
             first: Vec::new(),
             settings: Settings {
                 heartbeat: Duration::from_secs(1),

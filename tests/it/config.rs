@@ -7,6 +7,7 @@ use crate::support::ops;
 use std::path::Path;
 
 use ops::{check, run, write_config};
+use support::sse::Sse;
 
 const SECRET_ENV: (&str, &str) = ("SIDECAST_JWT_SECRET", support::SECRET);
 
@@ -335,6 +336,46 @@ fn run_with_a_bad_file_exits_before_listening() {
     assert!(!out.stderr.contains("listening"), "{}", out.stderr);
     // And the port it was to listen on was never taken.
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("port still free");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_gets_the_key_it_meant_at_start_and_on_reload_the_old_file_stays() {
+    let text = "[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\npublish = \"127.0.0.1:0\"\n\n[events]\nhistroy = 5\n";
+    let path = write_config("typo", text);
+    let out = run(&["--config", path.to_str().unwrap()], &[SECRET_ENV], None);
+    assert!(out.code.is_some_and(|c| c != 0), "{out:?}");
+    let problems = out.problems(&path);
+    assert_eq!(problems.len(), 1, "{}", out.stderr);
+    let line = problems[0]
+        .strip_prefix(&format!(
+            "{}:7:1: events.histroy: unknown key, did you mean `history`? (known here: ",
+            path.display()
+        ))
+        .unwrap_or_else(|| panic!("{}", problems[0]));
+    // The list of the section's keys is still there.
+    assert!(line.contains("heartbeat, history, history_bytes"), "{line}");
+    assert!(!out.stderr.contains("listening"), "{}", out.stderr);
+
+    // A running sidecast refuses the same typo on reload and keeps its file.
+    let mut opts = support::Opts::new("http://127.0.0.1:9");
+    opts.events = "retry = \"3s\"".into();
+    let sc = support::Sidecast::start(&opts);
+    opts.events = "retry = \"9s\"\nhistroy = 5".into();
+    let file = sc.dir.join("sidecar.toml");
+    let new = sc.dir.join("sidecar.toml.new");
+    std::fs::write(&new, opts.toml()).unwrap();
+    std::fs::rename(&new, &file).unwrap();
+    sc.signal("HUP");
+    sc.log_with(&[
+        "events.histroy: unknown key, did you mean `history`?",
+        "the previous configuration stays in force",
+    ])
+    .await;
+    let token = sc.token("alice", &["news"]);
+    let mut s = Sse::open_token(&sc.public, "/events?topic=news", &token).await;
+    assert_eq!(s.status(), 200);
+    let first = s.next_block(support::WAIT).await.expect("a first block");
+    assert_eq!(first.retry, Some(3000), "the old retry is in force");
 }
 
 #[test]

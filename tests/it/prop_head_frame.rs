@@ -192,9 +192,9 @@ mod pingora_reader {
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
+    use pingora::protocols::http::ServerSession;
     use pingora::protocols::l4::stream::Stream as L4Stream;
     use pingora::protocols::l4::virt::{VirtualSockOpt, VirtualSocket, VirtualSocketStream};
-    use pingora_core::protocols::http::ServerSession;
     use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 
     #[derive(Debug)]

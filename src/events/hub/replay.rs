@@ -11,7 +11,7 @@ use crate::topic::Topic;
 impl State {
     /// The seq of an id this epoch issued, or why it cannot be replayed
     /// from.
-    pub(super) fn parse_id(&self, id: &str) -> Result<u64, &'static str> {
+    fn parse_id(&self, id: &str) -> Result<u64, &'static str> {
         let (epoch, seq) = id.rsplit_once('-').ok_or("malformed id")?;
         let seq: u64 = seq.parse().map_err(|_| "malformed id")?;
         if epoch != &*self.epoch {

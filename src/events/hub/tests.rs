@@ -12,8 +12,8 @@ fn t(name: &str) -> Topic {
     Topic::parse(name).unwrap()
 }
 
-fn limits(size: usize, ttl: Duration, bytes: u64) -> Limits {
-    Limits {
+fn limits(size: usize, ttl: Duration, bytes: u64) -> HubLimits {
+    HubLimits {
         size,
         ttl,
         bytes,
@@ -22,11 +22,11 @@ fn limits(size: usize, ttl: Duration, bytes: u64) -> Limits {
     }
 }
 
-fn roomy() -> Limits {
+fn roomy() -> HubLimits {
     limits(1000, Duration::from_secs(3600), 64 << 20)
 }
 
-fn hub(l: Limits) -> Hub {
+fn hub(l: HubLimits) -> Hub {
     Hub::new(l, Arc::new(Metrics::new()))
 }
 
@@ -60,7 +60,6 @@ fn sub_cap(
         topics: topics.iter().map(|n| t(n)).collect(),
         user: user.map(Arc::from),
         key_id: None,
-        route: Arc::from("events"),
         start,
         queue,
     })
@@ -562,7 +561,6 @@ fn max_streams_refuses_beyond_the_limit() {
         topics: vec![t("a")],
         user: None,
         key_id: None,
-        route: Arc::from("events"),
         start: Start::New,
         queue: 10,
     });
@@ -573,7 +571,6 @@ fn max_streams_refuses_beyond_the_limit() {
             topics: vec![t("a")],
             user: None,
             key_id: None,
-            route: Arc::from("events"),
             start: Start::New,
             queue: 10,
         })
