@@ -66,11 +66,6 @@ impl Cores {
         self.handles.len()
     }
 
-    /// Always false: `start` makes at least one.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// Moves an accepted connection to the next core, round robin, and runs
     /// `serve` on it there. The socket leaves the accepting runtime's IO
     /// driver and joins the core's, so that every read and write of the
