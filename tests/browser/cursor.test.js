@@ -110,6 +110,11 @@ test('a page whose stream is cut before any event gets what was published while 
   // as the browser makes it, without interception.
   await page.unrouteAll();
   await page.waitForFunction(() => source.readyState === EventSource.OPEN, null, { timeout: h.WAIT_MS });
+  // Playwright reports a request when the browser's network events reach
+  // it, which under load can be after the page already sees the stream
+  // open: wait for it, so that the count below is of streams, not of
+  // reports.
+  await h.until("the page's stream request is reported", () => streams.length === 1);
 
   // The app closes the stream, which has received nothing; the browser is
   // to come back.
