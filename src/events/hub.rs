@@ -292,6 +292,13 @@ impl Hub {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// Whether a stream opened now would be refused as one too many: what a
+    /// `HEAD` answers by, as its `GET` would be answered.
+    pub fn is_full(&self) -> bool {
+        let s = self.lock();
+        self.open.load(Ordering::Relaxed) >= s.limits.max_streams
+    }
+
     /// Closes the streams that match every filter given; returns how many.
     pub fn disconnect(&self, user: Option<&str>, topic: Option<&Topic>, why: Close) -> usize {
         let s = self.lock();

@@ -100,6 +100,11 @@ async fn unavailable<IO: AsyncWrite + Unpin>(
     reason: &str,
 ) -> After {
     let retry = jittered(rt.config.events.retry);
+    if accepts_sse(head) && head.method == "HEAD" {
+        let out = sse_head(head.minor, origin).into_bytes();
+        let _ = stream::write_frames(io, &[Bytes::from(out)]).await;
+        return After::Close;
+    }
     if accepts_sse(head) && head.method == "GET" {
         let mut text = format!("retry: {retry}\n\n").into_bytes();
         text.extend_from_slice(&notice(
@@ -203,7 +208,14 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         let keep = super::poll::serve(io, &head, asked, rt, shared, &origin).await;
         return if keep { After::KeepAlive } else { After::Close };
     }
+    if shared.lifecycle.is_draining() {
+        return unavailable(io, &head, rt, &origin, "draining").await;
+    }
+    // HEAD: the status and headers its GET would get, and no stream.
     if head.method == "HEAD" {
+        if shared.hub.is_full() {
+            return unavailable(io, &head, rt, &origin, "too many streams").await;
+        }
         let head_bytes = sse_head(head.minor, &origin);
         let ok = stream::write_frames(io, &[Bytes::from(head_bytes)])
             .await
@@ -213,9 +225,6 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         } else {
             After::Close
         };
-    }
-    if shared.lifecycle.is_draining() {
-        return unavailable(io, &head, rt, &origin, "draining").await;
     }
     open(io, head, asked, rt, shared, rechecks, origin).await
 }

@@ -245,6 +245,31 @@ async fn over_max_streams_an_event_source_is_told_to_come_back_and_others_get_50
         assert!(r.json()["message"].is_string(), "{}", r.text());
     }
 
+    // HEAD gets what its GET would get, without a body: the refusal that
+    // passes for an EventSource, a 503 for others.
+    let r = request(
+        &sc.public,
+        "HEAD",
+        "/events?topic=news",
+        &[("Authorization", &auth), ("Accept", "text/event-stream")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert!(r.body.is_empty(), "{}", r.text());
+    let r = request(
+        &sc.public,
+        "HEAD",
+        "/events?topic=news",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some(), "{}", r.text());
+    assert!(r.body.is_empty(), "{}", r.text());
+
     // A closed stream frees its place.
     drop(open.pop());
     support::eventually("a place frees up", || async {
