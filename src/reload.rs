@@ -32,46 +32,45 @@ fn watched(config: &Config) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The names of the pairs whose values differ.
+fn differing(pairs: &[(&'static str, bool)]) -> Vec<&'static str> {
+    pairs
+        .iter()
+        .filter(|(_, same)| !same)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
 /// The `[listen]` keys that differ: they apply only at the next start.
 fn listen_changes(old: &Listen, new: &Listen) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let mut cmp = |name, same: bool| {
-        if !same {
-            out.push(name)
-        }
-    };
-    cmp("public", old.public == new.public);
-    cmp("publish", old.publish == new.publish);
-    cmp("publish_socket", old.publish_socket == new.publish_socket);
-    cmp(
-        "publish_socket_mode",
-        old.publish_socket_mode == new.publish_socket_mode,
-    );
-    cmp("admin", old.admin == new.admin);
-    cmp("head_timeout", old.head_timeout == new.head_timeout);
-    cmp("keepalive", old.keepalive == new.keepalive);
-    cmp("max_head_bytes", old.max_head_bytes == new.max_head_bytes);
-    out
+    differing(&[
+        ("public", old.public == new.public),
+        ("publish", old.publish == new.publish),
+        ("publish_socket", old.publish_socket == new.publish_socket),
+        (
+            "publish_socket_mode",
+            old.publish_socket_mode == new.publish_socket_mode,
+        ),
+        ("admin", old.admin == new.admin),
+        ("head_timeout", old.head_timeout == new.head_timeout),
+        ("keepalive", old.keepalive == new.keepalive),
+        ("max_head_bytes", old.max_head_bytes == new.max_head_bytes),
+    ])
 }
 
 /// What else a reload cannot change: the Redis link is made once at
 /// start-up, and so is the log writer (its level reloads).
 fn start_up_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let mut cmp = |name, same: bool| {
-        if !same {
-            out.push(name)
-        }
-    };
     let (o, n) = (&old.cluster, &new.cluster);
-    cmp("cluster.redis", o.redis == n.redis);
-    cmp(
-        "cluster.startup_timeout",
-        o.startup_timeout == n.startup_timeout,
-    );
-    cmp("cluster.wait_replicas", o.wait_replicas == n.wait_replicas);
-    cmp("log.format", old.log.format == new.log.format);
-    out
+    differing(&[
+        ("cluster.redis", o.redis == n.redis),
+        (
+            "cluster.startup_timeout",
+            o.startup_timeout == n.startup_timeout,
+        ),
+        ("cluster.wait_replicas", o.wait_replicas == n.wait_replicas),
+        ("log.format", old.log.format == new.log.format),
+    ])
 }
 
 /// Applies a new configuration; returns whether it was valid.

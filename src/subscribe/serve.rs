@@ -100,27 +100,24 @@ async fn unavailable<IO: AsyncWrite + Unpin>(
     reason: &str,
 ) -> After {
     let retry = jittered(rt.config.events.retry);
-    if accepts_sse(head) && head.method == "HEAD" {
-        let out = sse_head(head.minor, origin).into_bytes();
-        let _ = stream::write_frames(io, &[Bytes::from(out)]).await;
-        return After::Close;
-    }
-    if accepts_sse(head) && head.method == "GET" {
-        let mut text = format!("retry: {retry}\n\n").into_bytes();
-        text.extend_from_slice(&notice(
-            "sidecast.unavailable",
-            &serde_json::json!({"reason": reason}),
-            None,
-        ));
-        let body = if head.minor == 1 {
-            let mut b = chunked(&text).to_vec();
-            b.extend_from_slice(b"0\r\n\r\n");
-            b
-        } else {
-            text
-        };
+    // An EventSource gets a 200 stream that tells it to come back later;
+    // its HEAD, the same head without the body.
+    if accepts_sse(head) && (head.method == "GET" || head.method == "HEAD") {
         let mut out = sse_head(head.minor, origin).into_bytes();
-        out.extend_from_slice(&body);
+        if head.method == "GET" {
+            let mut text = format!("retry: {retry}\n\n").into_bytes();
+            text.extend_from_slice(&notice(
+                "sidecast.unavailable",
+                &serde_json::json!({"reason": reason}),
+                None,
+            ));
+            if head.minor == 1 {
+                out.extend_from_slice(&chunked(&text));
+                out.extend_from_slice(b"0\r\n\r\n");
+            } else {
+                out.extend_from_slice(&text);
+            }
+        }
         let _ = stream::write_frames(io, &[Bytes::from(out)]).await;
         return After::Close;
     }
