@@ -328,6 +328,9 @@ async fn a_second_signal_exits_at_once() {
     assert_ne!(code, Some(0), "a forced exit is not a clean one");
     // At once: an order of magnitude before the 20 s delay would end.
     assert!(exited - t < Duration::from_secs(5), "{:?}", exited - t);
+    // Log lines go through a writer thread: the last one is written out
+    // before the forced exit, not lost with the thread.
+    sc.log_with(&["second signal: exiting at once"]).await;
 }
 
 /// A client that never reads, and an idle kept-alive connection, do not
