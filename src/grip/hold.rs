@@ -16,11 +16,10 @@ use crate::events::hub::{Refused, Start, Subscribe};
 use crate::events::stream::{jittered, Beat, Settings};
 use crate::http1::respond::{reason, Reply};
 use crate::metrics::RouteLabel;
+use crate::routes::GRIP_LABEL;
 use crate::state::{Runtime, Shared};
 use crate::subscribe::serve::Opened;
 
-/// The label of held streams and responses in metrics and logs.
-pub const ROUTE: &str = "grip";
 
 /// What the app answered, made ready for the client.
 #[derive(Debug)]
@@ -123,7 +122,7 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                 expires: None,
                 held: true,
             };
-            Opened::new(handle, first, settings, ROUTE.into(), shared)
+            Opened::new(handle, first, settings, GRIP_LABEL.into(), shared)
                 .run(&mut *io)
                 .await;
             Served {
@@ -136,7 +135,7 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                 .metrics
                 .streams_open
                 .get_or_create(&RouteLabel {
-                    route: ROUTE.to_owned(),
+                    route: GRIP_LABEL.to_owned(),
                 })
                 .clone();
             gauge.inc();
