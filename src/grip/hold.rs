@@ -20,7 +20,6 @@ use crate::routes::GRIP_LABEL;
 use crate::state::{Runtime, Shared};
 use crate::subscribe::serve::Opened;
 
-
 /// What the app answered, made ready for the client.
 #[derive(Debug)]
 pub struct Held {
