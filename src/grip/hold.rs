@@ -73,13 +73,23 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
         queue: rt.config.events.queue,
         reader,
     };
-    let (handle, opening) = match shared.hub.subscribe(req) {
+    // A drain closes the streams open when it starts: a hold made after
+    // would outlive it, so it is refused as an events stream is.
+    let subscribed = if shared.lifecycle.is_draining() {
+        Err(("draining", "draining"))
+    } else {
+        shared
+            .hub
+            .subscribe(req)
+            .map_err(|Refused::TooManyStreams| ("too many streams", "too-many-streams"))
+    };
+    let (handle, opening) = match subscribed {
         Ok(x) => x,
-        Err(Refused::TooManyStreams) => {
+        Err((reason, code)) => {
             let retry = jittered(rt.config.events.retry);
-            let r = Reply::error(503, "unavailable", "too many streams")
+            let r = Reply::error(503, "unavailable", reason)
                 .header("Retry-After", retry.div_ceil(1000).to_string())
-                .header("Sidecast-Error", "too-many-streams");
+                .header("Sidecast-Error", code);
             let _ = r.send(io, 1, false, false).await;
             return Served {
                 status: 503,
