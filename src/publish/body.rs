@@ -112,16 +112,23 @@ pub(super) fn object<T: for<'de> Deserialize<'de>>(
 ) -> Result<T, BodyError> {
     serde_path_to_error::deserialize(Value::Object(o)).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
+        let message = e.into_inner().to_string();
+        // serde reports a missing field at the object's own path: the
+        // field is named by its own path all the same.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'));
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => format!("{prefix}{name}"),
             // The object itself: named by its prefix, or as the body.
-            match prefix.trim_end_matches(['.', ':', ' ']) {
+            (".", None) => match prefix.trim_end_matches(['.', ':', ' ']) {
                 "" => "body".to_owned(),
                 p => p.to_owned(),
-            }
-        } else {
-            format!("{prefix}{path}")
+            },
+            (_, Some(name)) => format!("{prefix}{path}.{name}"),
+            _ => format!("{prefix}{path}"),
         };
-        err(&field, e.into_inner().to_string())
+        err(&field, message)
     })
 }
 

@@ -340,8 +340,14 @@ mod tests {
             (r#"{"items":[]}"#, "items", "at least one item"),
             (
                 r#"{"items":[{"formats":{"http-stream":{"content":"x"}}}]}"#,
-                "items[0]",
+                "items[0].channel",
                 "missing field `channel`",
+            ),
+            (r#"{}"#, "items", "missing field `items`"),
+            (
+                r#"{"items":[{"channel":"a","formats":{"http-response":{"headers":[["X-A"]]}}}]}"#,
+                "items[0].formats.http-response.headers",
+                "[name, value] pairs",
             ),
             (
                 r#"{"items":[{"channel":"a b","formats":{"http-stream":{"content":"x"}}}]}"#,
