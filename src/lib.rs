@@ -29,6 +29,8 @@ pub mod auth;
 pub(crate) mod cluster;
 pub mod config;
 pub mod events;
+pub(crate) mod grip;
+pub(crate) mod grip_sig;
 pub mod http1;
 pub(crate) mod http_server;
 pub(crate) mod keys;

@@ -87,6 +87,23 @@ impl Routed {
             .map_or(&self.rt.config.upstream.target, |r| &r.target)
     }
 
+    /// Whether the app's GRIP hold headers are honoured on this route.
+    pub fn grip(&self) -> bool {
+        self.route()
+            .map_or(self.rt.config.upstream.grip, |r| r.grip)
+    }
+
+    /// What a request sent upstream carries of `Grip-Sig`.
+    pub fn grip_sig(&self) -> GripSig {
+        let token = self.rt.grip_sig.as_ref().map(|s| s.token());
+        GripSig {
+            // A client's own is never passed on where it could be taken
+            // for sidecast's: with a key, or with GRIP on.
+            strip: token.is_some() || self.grip(),
+            token,
+        }
+    }
+
     /// The route's label in metrics and the access log.
     pub fn label(&self) -> &str {
         self.route().map_or("upstream", |r| r.prefix.as_str())
@@ -107,6 +124,15 @@ impl Routed {
     }
 }
 
+/// `Grip-Sig` on a request sent upstream.
+#[derive(Debug, Default)]
+pub struct GripSig {
+    /// The client's `Grip-Sig` is removed.
+    pub strip: bool,
+    /// sidecast's, to add.
+    pub token: Option<Arc<str>>,
+}
+
 /// Per-request state.
 pub struct Ctx {
     started: Instant,
@@ -119,6 +145,8 @@ pub struct Ctx {
     /// The upstream's authority, for a request that came without `Host`
     /// (HTTP/1.0 allows that; the HTTP/1.1 request sent upstream needs one).
     host: Option<String>,
+    /// The app asked for a GRIP hold on a request this path cannot hold.
+    grip_refused: bool,
 }
 
 /// `host:port` of an upstream URL, as written.
@@ -218,6 +246,7 @@ impl ProxyHttp for Proxy {
             connect_failed: false,
             sidecast_error: None,
             host: None,
+            grip_refused: false,
         }
     }
 
@@ -304,6 +333,13 @@ impl ProxyHttp for Proxy {
         );
         let trusted = is_trusted(peer, &routed.runtime().config.upstream.trusted_proxies);
         forwarding(req, peer, trusted);
+        let sig = routed.grip_sig();
+        if sig.strip {
+            req.remove_header("grip-sig");
+        }
+        if let Some(token) = sig.token {
+            req.insert_header("Grip-Sig", &*token)?;
+        }
         if let Some(host) = host {
             req.insert_header(http::header::HOST, host)?;
         }
@@ -358,8 +394,26 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
+        // A hold needs the connection itself, which only the lean relay
+        // has: a request it does not take (HTTP/1.0, a chunked upload,
+        // `Expect`) cannot be held, and is told so rather than given the
+        // initial content as if it were the whole answer.
+        let path = session.req_header().uri.path().to_owned();
+        let grip = Routed::of(&mut ctx.routed, &self.shared, &path).grip();
+        if grip
+            && session.req_header().method != http::Method::HEAD
+            && !resp.status.is_informational()
+            && resp.headers.contains_key("grip-hold")
+        {
+            tracing::warn!(target: "sidecast::grip", method = %session.req_header().method, path = %redact_target(&path), "the app asked for a GRIP hold on a request that cannot be held (only plain HTTP/1.1 requests can: no chunked upload, no Expect): answered 502");
+            ctx.grip_refused = true;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                "GRIP hold on a request that cannot be held",
+            ));
+        }
         if frame_for_http10(session.req_header().version, resp) {
             session.set_keepalive(None);
         }
@@ -378,7 +432,11 @@ impl ProxyHttp for Proxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let Failure { status, code } = classify(e.esource(), e.etype(), ctx.connect_failed);
+        let Failure { status, code } = if ctx.grip_refused {
+            failure::GRIP_502
+        } else {
+            classify(e.esource(), e.etype(), ctx.connect_failed)
+        };
         if session.response_written().is_some()
             && matches!(e.etype(), ErrorType::ReadTimedout)
             && matches!(e.esource(), ErrorSource::Upstream)

@@ -35,6 +35,9 @@ pub struct ProxyRoute {
     pub prefix: String,
     pub target: Target,
     pub strip_prefix: bool,
+    /// The app's GRIP hold headers are honoured (the route's `grip`, else
+    /// `[upstream] grip`).
+    pub grip: bool,
 }
 
 /// The routes of one configuration, in match order.
@@ -62,10 +65,12 @@ impl RouteTable {
                     prefix,
                     target,
                     strip_prefix,
+                    grip,
                 } => proxy.push(ProxyRoute {
                     prefix: prefix.clone(),
                     target: target.clone(),
                     strip_prefix: *strip_prefix,
+                    grip: grip.unwrap_or(config.upstream.grip),
                 }),
             }
         }

@@ -11,6 +11,7 @@ use crate::auth::jwt::Verifier;
 use crate::auth::mode::Authenticator;
 use crate::config::Config;
 use crate::events::hub::Hub;
+use crate::grip_sig::GripSigner;
 use crate::keys::Key;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
@@ -24,6 +25,8 @@ pub struct Runtime {
     /// every runtime shares, so that a refresh swaps the keys without
     /// building a runtime, and a reload keeps them.
     pub fetched: Arc<FetchedKeys>,
+    /// Signs proxied requests with `Grip-Sig` when a key is configured.
+    pub grip_sig: Option<GripSigner>,
 }
 
 impl Runtime {
@@ -37,6 +40,11 @@ impl Runtime {
     pub fn with_keys(config: Arc<Config>, fetched: Arc<FetchedKeys>) -> Runtime {
         Runtime {
             routes: RouteTable::new(&config),
+            grip_sig: config
+                .upstream
+                .grip_sig_key
+                .as_ref()
+                .map(|k| GripSigner::new(&k.0)),
             config,
             fetched,
         }

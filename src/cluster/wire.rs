@@ -6,7 +6,9 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::events::frame::NewEvent;
+use std::sync::Arc;
+
+use crate::events::frame::{GripItem, GripResponse, NewEvent, StreamPart};
 use crate::topic::Topic;
 
 /// One event as the log stores it (the `e` field of a stream entry). The
@@ -24,6 +26,94 @@ pub struct LogRecord {
     pub user: Option<String>,
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<u64>,
+    /// A GRIP item's formats (absent for an SSE event, so an event's
+    /// record is what it always was).
+    #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
+    pub grip: Option<GripRecord>,
+}
+
+/// A GRIP item in the log: bytes as base64 text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GripRecord {
+    /// `http-stream` content.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<B64>,
+    /// `http-stream`'s close action.
+    #[serde(rename = "c", default, skip_serializing_if = "std::ops::Not::not")]
+    pub close: bool,
+    /// `http-response`.
+    #[serde(rename = "h", default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseRecord {
+    #[serde(rename = "c")]
+    pub code: u16,
+    #[serde(rename = "r", default)]
+    pub reason: String,
+    #[serde(rename = "h", default)]
+    pub headers: Vec<(String, String)>,
+    #[serde(rename = "b", default)]
+    pub body: B64,
+}
+
+/// Bytes as base64 text in JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct B64(pub Vec<u8>);
+
+impl Serialize for B64 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for B64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map(B64)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl GripRecord {
+    fn of(g: &GripItem) -> GripRecord {
+        GripRecord {
+            content: match &g.stream {
+                Some(StreamPart::Content(c)) => Some(B64(c.clone())),
+                _ => None,
+            },
+            close: g.stream == Some(StreamPart::Close),
+            response: g.response.as_ref().map(|r| ResponseRecord {
+                code: r.code,
+                reason: r.reason.clone(),
+                headers: r.headers.clone(),
+                body: B64(r.body.clone()),
+            }),
+        }
+    }
+
+    fn into_item(self) -> GripItem {
+        GripItem {
+            stream: match (self.content, self.close) {
+                (_, true) => Some(StreamPart::Close),
+                (Some(c), false) => Some(StreamPart::Content(c.0)),
+                (None, false) => None,
+            },
+            response: self.response.map(|r| {
+                Arc::new(GripResponse {
+                    code: r.code,
+                    reason: r.reason,
+                    headers: r.headers,
+                    body: r.body.0,
+                })
+            }),
+        }
+    }
 }
 
 impl LogRecord {
@@ -36,6 +126,7 @@ impl LogRecord {
             name: e.name.clone(),
             user: e.user.clone(),
             retry: e.retry,
+            grip: e.grip.as_deref().map(GripRecord::of),
         }
     }
 
@@ -57,6 +148,7 @@ impl LogRecord {
             user: self.user,
             retry: self.retry,
             idempotency_key: None,
+            grip: self.grip.map(|g| Arc::new(g.into_item())),
         })
     }
 }
@@ -275,6 +367,46 @@ mod tests {
         assert!(serde_json::from_str::<LogRecord>(r#"{"t":["t"]}"#).is_err());
     }
 
+    /// A GRIP item's formats go through the log and come back whole; an
+    /// SSE event's record has no `g` (what older replicas wrote).
+    #[test]
+    fn log_records_carry_grip_items() {
+        let item = GripItem {
+            stream: Some(StreamPart::Content(vec![0, 1, 255])),
+            response: Some(Arc::new(GripResponse {
+                code: 201,
+                reason: "Made".into(),
+                headers: vec![("X-A".into(), "1".into())],
+                body: b"hi".to_vec(),
+            })),
+        };
+        let e = NewEvent {
+            topics: vec![Topic::parse("ch").unwrap()],
+            data: String::new(),
+            name: None,
+            user: None,
+            retry: None,
+            idempotency_key: None,
+            grip: Some(Arc::new(item)),
+        };
+        let wire = serde_json::to_string(&LogRecord::of(&e)).unwrap();
+        assert_eq!(
+            wire,
+            r#"{"t":["ch"],"d":"","g":{"s":"AAH/","h":{"c":201,"r":"Made","h":[["X-A","1"]],"b":"aGk="}}}"#
+        );
+        let back = serde_json::from_str::<LogRecord>(&wire)
+            .unwrap()
+            .into_event()
+            .unwrap();
+        assert_eq!(back, e);
+        let close = r#"{"t":["ch"],"d":"","g":{"c":true}}"#;
+        let back = serde_json::from_str::<LogRecord>(close)
+            .unwrap()
+            .into_event()
+            .unwrap();
+        assert_eq!(back.grip.unwrap().stream, Some(StreamPart::Close));
+    }
+
     #[test]
     fn log_records_round_trip_events() {
         let e = NewEvent {
@@ -284,6 +416,7 @@ mod tests {
             user: None,
             retry: Some(0),
             idempotency_key: Some("k".into()),
+            grip: None,
         };
         let wire = serde_json::to_string(&LogRecord::of(&e)).unwrap();
         let back = serde_json::from_str::<LogRecord>(&wire)

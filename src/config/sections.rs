@@ -66,6 +66,12 @@ pub struct Upstream {
     /// Plain requests take sidecast's own relay; `false` sends every
     /// request through pingora's general path.
     pub fast_path: bool,
+    /// Honour the app's GRIP hold headers (the default of proxy routes).
+    pub grip: bool,
+    /// The variable that holds the `Grip-Sig` key, when one is named.
+    pub grip_sig_key_env: Option<String>,
+    /// Its value: every proxied request is signed with it.
+    pub grip_sig_key: Option<Secret>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,6 +193,8 @@ pub enum RouteSpec {
         prefix: String,
         target: Target,
         strip_prefix: bool,
+        /// `None`: `[upstream] grip`.
+        grip: Option<bool>,
     },
 }
 

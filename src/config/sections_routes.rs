@@ -26,7 +26,14 @@ pub(super) fn read_routes(
                 "a route is either an events route (path + topics) or a proxy route (prefix + upstream), not both or neither",
             );
             // Read the keys anyway so that they are not reported as unknown.
-            for k in ["path", "topics", "prefix", "upstream", "strip_prefix"] {
+            for k in [
+                "path",
+                "topics",
+                "prefix",
+                "upstream",
+                "strip_prefix",
+                "grip",
+            ] {
                 let _ = t.raw(k);
             }
             t.finish(d);
@@ -131,6 +138,7 @@ fn read_proxy_route(d: &mut Diag, t: &mut Table) -> Option<RouteSpec> {
     });
     let target = t.get(d, "upstream", target);
     let strip_prefix = t.get(d, "strip_prefix", r::boolean).unwrap_or(false);
+    let grip = t.get(d, "grip", r::boolean);
     if !t.has("prefix") {
         d.error(
             &t.span(),
@@ -149,6 +157,7 @@ fn read_proxy_route(d: &mut Diag, t: &mut Table) -> Option<RouteSpec> {
         prefix: prefix?,
         target: target?,
         strip_prefix,
+        grip,
     })
 }
 

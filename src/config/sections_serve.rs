@@ -7,7 +7,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::reader::{self as r, take, Diag, Table};
-use super::sections::{Events, Listen, MaxStreams, Target, Upstream};
+use super::sections::{Events, Listen, MaxStreams, Secret, Target, Upstream};
 use super::values::{addr, nonzero_duration, optional_addr, origin, positive, s, target};
 
 pub(super) fn read_listen(d: &mut Diag, t: &mut Table) -> Listen {
@@ -99,7 +99,7 @@ pub(super) fn read_upstream(d: &mut Diag, t: &mut Table) -> Upstream {
             addr: "127.0.0.1:3000".parse().expect("default"),
         }
     );
-    let up = Upstream {
+    let mut up = Upstream {
         target,
         connect_timeout: take!(
             t,
@@ -131,7 +131,24 @@ pub(super) fn read_upstream(d: &mut Diag, t: &mut Table) -> Upstream {
                 ]
             }),
         fast_path: take!(t, d, "fast_path", r::boolean, true),
+        grip: take!(t, d, "grip", r::boolean, false),
+        grip_sig_key_env: None,
+        grip_sig_key: None,
     };
+    if let Some((name, span)) = t.get_spanned(d, "grip_sig_key_env", r::env_name) {
+        // Named but unset: an error, not a silent start without
+        // signatures, because an app that checks them would then refuse
+        // every request.
+        match std::env::var(&name).ok().filter(|v| !v.is_empty()) {
+            Some(v) => up.grip_sig_key = Some(Secret(v.into_bytes())),
+            None => d.error(
+                &span,
+                &t.key_path("grip_sig_key_env"),
+                format!("the environment variable {name} is not set (or empty): set it to the Grip-Sig key, or remove grip_sig_key_env"),
+            ),
+        }
+        up.grip_sig_key_env = Some(name);
+    }
     t.finish(d);
     up
 }

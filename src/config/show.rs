@@ -49,12 +49,24 @@ pub(super) fn effective(c: &Config) -> String {
     );
     let _ = writeln!(
         o,
-        "connect_timeout = {}\ntimeout = {}\nbody_idle_timeout = {}\nfast_path = {}",
+        "connect_timeout = {}\ntimeout = {}\nbody_idle_timeout = {}\nfast_path = {}\ngrip = {}",
         dur(u.connect_timeout),
         dur(u.timeout),
         dur(u.body_idle_timeout),
-        u.fast_path
+        u.fast_path,
+        u.grip
     );
+    match &u.grip_sig_key_env {
+        Some(name) => {
+            let _ = writeln!(o, "grip_sig_key_env = \"{name}\"  # value masked");
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "# grip_sig_key_env: not set (proxied requests are not signed)"
+            );
+        }
+    }
     let _ = writeln!(o, "trusted_proxies = {}", list(&u.trusted_proxies));
     let e = &c.events;
     let _ = writeln!(

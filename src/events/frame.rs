@@ -1,6 +1,11 @@
 //! SSE framing, done once per event: the bytes every stream writes are one
 //! shared [`Bytes`], already wrapped as an HTTP/1.1 chunk; an HTTP/1.0
 //! stream writes a slice of the same buffer without the chunk framing.
+//!
+//! A GRIP item (published in Pushpin's format) is an event of another
+//! kind: its `http-stream` content is framed once as a chunk in the same
+//! way, but without any SSE lines, because the streams it reaches (held
+//! by the app's own response) carry the app's format, not SSE.
 
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
@@ -19,7 +24,9 @@ pub struct Event {
     /// Delivered only to streams of this user, when set.
     pub user: Option<Arc<str>>,
     pub name: Option<Box<str>>,
-    /// `"{len:x}\r\n" + sse + "\r\n"`.
+    pub kind: Kind,
+    /// `"{len:x}\r\n" + sse + "\r\n"`; for a GRIP item the same around
+    /// its `http-stream` content (empty when it has none).
     chunk: Bytes,
     /// Where the SSE text starts and ends inside `chunk`.
     start: u16,
@@ -37,6 +44,60 @@ pub struct NewEvent {
     pub user: Option<String>,
     pub retry: Option<u64>,
     pub idempotency_key: Option<String>,
+    /// A GRIP item instead of an SSE event (`data`, `name` and `retry`
+    /// unused).
+    pub grip: Option<Arc<GripItem>>,
+}
+
+/// What a GRIP item carries: its `http-stream` and `http-response`
+/// formats, either or both.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GripItem {
+    pub stream: Option<StreamPart>,
+    pub response: Option<Arc<GripResponse>>,
+}
+
+/// An item's `http-stream` format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamPart {
+    /// Written raw to the streams held on the channel.
+    Content(Vec<u8>),
+    /// `"action": "close"`: ends those streams, after what came before.
+    Close,
+}
+
+/// An item's `http-response` format: the answer to a response hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GripResponse {
+    pub code: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What an event is, for the streams it may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// Published with sidecast's own API: an SSE event.
+    Sse,
+    /// A GRIP item: for the streams and responses the app holds.
+    Grip {
+        close: bool,
+        response: Option<Arc<GripResponse>>,
+    },
+}
+
+/// Who reads a stream, and so which events reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// An events route's SSE stream (or long-poll): SSE events only.
+    Sse,
+    /// A stream the app held (`Grip-Hold: stream`): GRIP items with
+    /// `http-stream`, and SSE events as SSE text.
+    Held,
+    /// A response the app held (`Grip-Hold: response`): GRIP items with
+    /// `http-response` only.
+    Response,
 }
 
 /// Room kept in front of a draft for the chunk-size line and the `id:`
@@ -52,12 +113,30 @@ pub struct Draft {
     topics: Box<[Topic]>,
     user: Option<Arc<str>>,
     name: Option<Box<str>>,
-    /// `HEADROOM` bytes, then the SSE text after the `id:` line, then `\r\n`.
+    kind: Kind,
+    /// `HEADROOM` bytes, then the SSE text after the `id:` line, then
+    /// `\r\n`; for a GRIP item, its content already chunked (or nothing).
     buf: BytesMut,
 }
 
 impl Draft {
     pub fn new(new: &NewEvent) -> Draft {
+        if let Some(g) = &new.grip {
+            let buf = match &g.stream {
+                Some(StreamPart::Content(c)) if !c.is_empty() => BytesMut::from(&chunked(c)[..]),
+                _ => BytesMut::new(),
+            };
+            return Draft {
+                topics: new.topics.clone().into_boxed_slice(),
+                user: None,
+                name: None,
+                kind: Kind::Grip {
+                    close: g.stream == Some(StreamPart::Close),
+                    response: g.response.clone(),
+                },
+                buf,
+            };
+        }
         let mut buf = BytesMut::with_capacity(HEADROOM + sse_capacity(new) + 2);
         buf.put_bytes(0, HEADROOM);
         sse_body(&mut buf, new.name.as_deref(), new.retry, &new.data);
@@ -66,6 +145,7 @@ impl Draft {
             topics: new.topics.clone().into_boxed_slice(),
             user: new.user.as_deref().map(Arc::from),
             name: new.name.as_deref().map(Box::from),
+            kind: Kind::Sse,
             buf,
         }
     }
@@ -105,43 +185,83 @@ impl Event {
             topics,
             user,
             name,
-            mut buf,
+            kind,
+            buf,
         } = draft;
-        let id_line = if id.is_empty() { 0 } else { id.len() + 5 };
-        let sse_len = id_line + buf.len() - HEADROOM - 2;
-        let mut digits = [0u8; 16];
-        let n = hex(sse_len, &mut digits);
-        let prefix = n + 2 + id_line;
-        let (chunk, start) = if prefix <= HEADROOM {
-            let at = HEADROOM - prefix;
-            let mut w = &mut buf[at..HEADROOM];
-            w.put_slice(&digits[16 - n..]);
-            w.put_slice(b"\r\n");
-            if id_line > 0 {
-                w.put_slice(b"id: ");
-                w.put_slice(id.as_bytes());
-                w.put_u8(b'\n');
-            }
-            let _ = buf.split_to(at);
-            (buf.freeze(), n + 2)
+        let (chunk, start) = if let Kind::Grip { .. } = kind {
+            // No id line: the app's format has no place for one.
+            let start = buf.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+            (buf.freeze(), start)
         } else {
-            // An id longer than the room kept: frame anew (never in practice).
-            let mut sse = BytesMut::with_capacity(sse_len);
-            sse.put_slice(b"id: ");
-            sse.put_slice(id.as_bytes());
-            sse.put_u8(b'\n');
-            sse.put_slice(&buf[HEADROOM..buf.len() - 2]);
-            (chunked(&sse), n + 2)
+            sse_chunk(id, buf)
         };
         Event {
             seq,
             topics,
             user,
             name,
+            kind,
             start: start as u16,
             chunk,
             published: Instant::now(),
             rings: AtomicU32::new(0),
+        }
+    }
+}
+
+/// An SSE draft's chunk, with its id and size written into the room kept
+/// in front; where the SSE text starts in it.
+fn sse_chunk(id: &str, mut buf: BytesMut) -> (Bytes, usize) {
+    let id_line = if id.is_empty() { 0 } else { id.len() + 5 };
+    let sse_len = id_line + buf.len() - HEADROOM - 2;
+    let mut digits = [0u8; 16];
+    let n = hex(sse_len, &mut digits);
+    let prefix = n + 2 + id_line;
+    if prefix <= HEADROOM {
+        let at = HEADROOM - prefix;
+        let mut w = &mut buf[at..HEADROOM];
+        w.put_slice(&digits[16 - n..]);
+        w.put_slice(b"\r\n");
+        if id_line > 0 {
+            w.put_slice(b"id: ");
+            w.put_slice(id.as_bytes());
+            w.put_u8(b'\n');
+        }
+        let _ = buf.split_to(at);
+        (buf.freeze(), n + 2)
+    } else {
+        // An id longer than the room kept: frame anew (never in practice).
+        let mut sse = BytesMut::with_capacity(sse_len);
+        sse.put_slice(b"id: ");
+        sse.put_slice(id.as_bytes());
+        sse.put_u8(b'\n');
+        sse.put_slice(&buf[HEADROOM..buf.len() - 2]);
+        (chunked(&sse), n + 2)
+    }
+}
+
+impl Event {
+    /// Whether this event is for a stream of `user` read by `reader`.
+    pub fn reaches(&self, user: Option<&str>, reader: Reader) -> bool {
+        self.visible_to(user)
+            && match (&self.kind, reader) {
+                (Kind::Sse, Reader::Sse | Reader::Held) => true,
+                (Kind::Grip { close, .. }, Reader::Held) => *close || !self.chunk.is_empty(),
+                (Kind::Grip { response, .. }, Reader::Response) => response.is_some(),
+                _ => false,
+            }
+    }
+
+    /// A GRIP item's `"action": "close"`.
+    pub fn closes(&self) -> bool {
+        matches!(self.kind, Kind::Grip { close: true, .. })
+    }
+
+    /// A GRIP item's `http-response`, for a response hold.
+    pub fn response(&self) -> Option<&Arc<GripResponse>> {
+        match &self.kind {
+            Kind::Grip { response, .. } => response.as_ref(),
+            Kind::Sse => None,
         }
     }
 
@@ -170,7 +290,15 @@ impl Event {
 
     /// The bytes history accounts for.
     pub fn size(&self) -> usize {
-        self.chunk.len() + std::mem::size_of::<Event>() + self.topics.len() * 16
+        let response = self.response().map_or(0, |r| {
+            r.body.len()
+                + r.reason.len()
+                + r.headers
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len())
+                    .sum::<usize>()
+        });
+        self.chunk.len() + response + std::mem::size_of::<Event>() + self.topics.len() * 16
     }
 
     /// The `id:` of the frame.
@@ -286,6 +414,7 @@ mod tests {
             user: None,
             retry: Some(10),
             idempotency_key: None,
+            grip: None,
         }
     }
 
@@ -304,6 +433,46 @@ mod tests {
         assert_eq!(e.data(), "a\nb\nc\nd");
         let empty = Event::new(2, "e-2", &new(""));
         assert_eq!(empty.data(), "");
+    }
+
+    fn grip(stream: Option<StreamPart>, response: bool) -> Event {
+        let mut n = new("");
+        n.grip = Some(Arc::new(GripItem {
+            stream,
+            response: response.then(|| {
+                Arc::new(GripResponse {
+                    code: 200,
+                    reason: "OK".into(),
+                    headers: Vec::new(),
+                    body: b"hi".to_vec(),
+                })
+            }),
+        }));
+        Event::new(3, "e-3", &n)
+    }
+
+    /// A GRIP item's content is framed raw, with no SSE line and no id, and
+    /// reaches only the readers that take its formats.
+    #[test]
+    fn grip_items_frame_raw_and_reach_their_readers() {
+        let e = grip(Some(StreamPart::Content(b"line\n".to_vec())), false);
+        assert_eq!(e.bytes(true), b"5\r\nline\n\r\n");
+        assert_eq!(e.bytes(false), b"line\n");
+        assert!(e.reaches(None, Reader::Held));
+        assert!(!e.reaches(None, Reader::Sse));
+        assert!(!e.reaches(None, Reader::Response));
+        let r = grip(None, true);
+        assert!(r.reaches(None, Reader::Response));
+        assert!(!r.reaches(None, Reader::Held));
+        let empty = grip(Some(StreamPart::Content(Vec::new())), true);
+        assert!(
+            !empty.reaches(None, Reader::Held),
+            "an empty chunk would end the body"
+        );
+        let close = grip(Some(StreamPart::Close), false);
+        assert!(close.closes() && close.reaches(None, Reader::Held));
+        let sse = Event::new(4, "e-4", &new("x"));
+        assert!(sse.reaches(None, Reader::Held) && !sse.reaches(None, Reader::Response));
     }
 
     /// The framing one writes in place equals the plain framing, whatever

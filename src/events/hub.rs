@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::frame::{Draft, Event, NewEvent};
+use super::frame::{Draft, Event, NewEvent, Reader};
 use super::queue::{Close, StreamHandle};
 use crate::config::{Config, HistoryPolicy};
 use crate::metrics::Metrics;
@@ -63,6 +63,7 @@ pub struct Subscribe {
     pub key_id: Option<Arc<str>>,
     pub start: Start,
     pub queue: usize,
+    pub reader: Reader,
 }
 
 /// The hub's limits under one configuration: history (its size, age and
@@ -169,7 +170,7 @@ impl State {
                 ts.evicted = ev.seq;
             }
             for (id, s) in &ts.subs {
-                if !ev.visible_to(s.user.as_deref()) {
+                if !ev.reaches(s.user.as_deref(), s.reader) {
                     continue;
                 }
                 if multi {
@@ -258,12 +259,13 @@ impl Hub {
         if self.open.load(Ordering::Relaxed) >= s.limits.max_streams {
             return Err(Refused::TooManyStreams);
         }
-        let opening = s.opening(&req.topics, req.user.as_deref(), &req.start);
+        let opening = s.opening(&req.topics, req.user.as_deref(), req.reader, &req.start);
         let handle = Arc::new(StreamHandle::new(
             self.next_stream.fetch_add(1, Ordering::Relaxed),
             req.user,
             req.topics.into_boxed_slice(),
             req.key_id,
+            req.reader,
             req.queue,
         ));
         for t in handle.topics.iter() {
@@ -421,6 +423,7 @@ impl Hub {
                 user: None,
                 retry: None,
                 idempotency_key: None,
+                grip: None,
             },
         ));
         for h in s.streams.values() {

@@ -7,7 +7,7 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
-use super::frame::Event;
+use super::frame::{Event, Reader};
 use crate::topic::Topic;
 
 /// Why a stream ends from the server's side.
@@ -48,6 +48,8 @@ pub struct StreamHandle {
     pub topics: Box<[Topic]>,
     /// Identity of the key that verified the token (revocation on reload).
     pub key_id: Option<Arc<str>>,
+    /// Which events reach it (SSE, or what a GRIP hold takes).
+    pub reader: Reader,
     cap: usize,
     state: Mutex<State>,
 }
@@ -66,6 +68,7 @@ impl StreamHandle {
         user: Option<Arc<str>>,
         topics: Box<[Topic]>,
         key_id: Option<Arc<str>>,
+        reader: Reader,
         cap: usize,
     ) -> Self {
         StreamHandle {
@@ -73,6 +76,7 @@ impl StreamHandle {
             user,
             topics,
             key_id,
+            reader,
             cap,
             state: Mutex::new(State {
                 queue: VecDeque::new(),

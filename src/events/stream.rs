@@ -20,13 +20,40 @@ use super::queue::{Close, StreamHandle};
 const BATCH: usize = 64;
 
 /// Settings a stream keeps from the configuration it opened with.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
-    pub heartbeat: Duration,
+    /// What a quiet stream is sent, and when; `None`: nothing (a GRIP hold
+    /// without `Grip-Keep-Alive`).
+    pub beat: Option<Beat>,
     pub retry: Duration,
     pub chunked: bool,
     /// When the token expires (plus leeway).
     pub expires: Option<Instant>,
+    /// A stream the app held with GRIP: it carries the app's format, so
+    /// sidecast adds no SSE of its own when it ends it.
+    pub held: bool,
+}
+
+/// A stream's keep-alive: the SSE heartbeat, or a GRIP `Grip-Keep-Alive`.
+#[derive(Clone, Debug)]
+pub struct Beat {
+    pub every: Duration,
+    /// Written as it is (already framed for the stream).
+    pub frame: Bytes,
+    /// Every `every`, however busy the stream (GRIP's `mode=interval`),
+    /// instead of `every` after the last write.
+    pub interval: bool,
+}
+
+impl Beat {
+    /// The SSE heartbeat, a comment line: no allocation per stream.
+    pub fn sse(every: Duration, chunked: bool) -> Beat {
+        Beat {
+            every,
+            frame: Bytes::from_static(if chunked { b"3\r\n:\n\n\r\n" } else { b":\n\n" }),
+            interval: false,
+        }
+    }
 }
 
 /// How a stream ended, for metrics and logs.
@@ -125,7 +152,7 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
     handle: &StreamHandle,
     first: Vec<Bytes>,
-    s: Settings,
+    s: &Settings,
     latency: &Histogram,
 ) -> Ended {
     if let Err(e) = or_slow(pin!(write_frames(io, &first)), handle).await {
@@ -137,7 +164,13 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
     // last write. Re-arming it at every event would cost a timer-wheel
     // insertion and removal per delivery, on the fan-out's hot path.
     let mut last_write = Instant::now();
-    let mut beat = pin!(sleep_until(last_write + s.heartbeat));
+    let mut last_beat = last_write;
+    // A stream with no keep-alive never wakes for one (the branch is off).
+    let every = s
+        .beat
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |b| b.every);
+    let mut beat = pin!(sleep_until(last_write + every));
     let mut expiry = pin!(async {
         match s.expires {
             Some(at) => sleep_until(at).await,
@@ -151,6 +184,11 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
             biased;
             r = handle.next(&mut batch, BATCH) => match r {
                 Ok(()) => {
+                    // A GRIP close ends the stream after what came before it.
+                    let closing = batch.iter().position(|e| e.closes());
+                    if let Some(at) = closing {
+                        batch.truncate(at);
+                    }
                     let frame = |i: usize| batch[i].bytes(s.chunked);
                     if let Err(e) = or_slow(pin!(write_slices(io, batch.len(), frame)), handle).await {
                         return e;
@@ -168,19 +206,28 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
                         batch.clear();
                     }
                     last_write = Instant::now();
+                    if closing.is_some() {
+                        break Ended::Closed(Close::Disconnect {
+                            reason: "closed by the app".into(),
+                            reconnect: false,
+                        });
+                    }
                 }
                 Err(close) => break Ended::Closed(close),
             },
-            _ = &mut beat => {
-                let due = last_write + s.heartbeat;
-                if due <= Instant::now() {
-                    let beat = control(b":\n\n", s.chunked);
-                    if or_slow(pin!(write_frames(io, &[beat])), handle).await.is_err() {
+            _ = &mut beat, if s.beat.is_some() => {
+                let Some(b) = &s.beat else { continue };
+                let from = if b.interval { last_beat } else { last_write };
+                if from + b.every <= Instant::now() {
+                    let frame = std::slice::from_ref(&b.frame);
+                    if or_slow(pin!(write_frames(io, frame)), handle).await.is_err() {
                         return Ended::Client;
                     }
                     last_write = Instant::now();
+                    last_beat = last_write;
                 }
-                beat.as_mut().reset(last_write + s.heartbeat);
+                let from = if b.interval { last_beat } else { last_write };
+                beat.as_mut().reset(from + b.every);
             }
             r = io.read(&mut probe) => match r {
                 Ok(0) | Err(_) => return Ended::Client,
@@ -196,10 +243,12 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
 /// Apart from `run`, so that the stream is accounted for (unsubscribed,
 /// counted as closed) before the client can see its end: whoever reads the
 /// metrics after the end of a stream finds it there.
-pub async fn finish<W: AsyncWrite + Unpin>(io: &mut W, ended: &Ended, s: Settings) {
+pub async fn finish<W: AsyncWrite + Unpin>(io: &mut W, ended: &Ended, s: &Settings) {
     let retry = jittered(s.retry);
     let last: Option<bytes::BytesMut> = match ended {
         Ended::Client | Ended::Closed(Close::Slow) => None,
+        // The app's format: only the end of the body.
+        _ if s.held => Some(bytes::BytesMut::new()),
         Ended::Expired => {
             let mut f = notice(
                 "sidecast.expired",
@@ -226,7 +275,10 @@ pub async fn finish<W: AsyncWrite + Unpin>(io: &mut W, ended: &Ended, s: Setting
         }
     };
     if let Some(text) = last {
-        let mut frames = vec![control(&text, s.chunked)];
+        let mut frames = Vec::with_capacity(2);
+        if !text.is_empty() {
+            frames.push(control(&text, s.chunked));
+        }
         if s.chunked {
             frames.push(Bytes::from_static(b"0\r\n\r\n"));
         }
@@ -243,16 +295,24 @@ mod tests {
     /// streams are what a pod holds by the thousand).
     #[test]
     fn the_stream_task_stays_small() {
-        let h = StreamHandle::new(1, None, Box::new([]), None, 4);
+        let h = StreamHandle::new(
+            1,
+            None,
+            Box::new([]),
+            None,
+            crate::events::frame::Reader::Sse,
+            4,
+        );
         let (mut io, _peer) = tokio::io::duplex(64);
         let s = Settings {
-            heartbeat: Duration::from_secs(1),
+            beat: Some(Beat::sse(Duration::from_secs(1), true)),
             retry: Duration::from_secs(1),
             chunked: true,
             expires: None,
+            held: false,
         };
         let latency = Histogram::new([1.0]);
-        let task = run(&mut io, &h, Vec::new(), s, &latency);
+        let task = run(&mut io, &h, Vec::new(), &s, &latency);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1024, "the stream future is {size} bytes");
     }
@@ -298,18 +358,26 @@ mod tests {
     /// fixed clock: an event resets it, although the timer is armed once.
     #[tokio::test(start_paused = true)]
     async fn a_heartbeat_comes_a_heartbeat_after_the_last_write() {
-        let h = Arc::new(StreamHandle::new(1, None, Box::new([]), None, 4));
+        let h = Arc::new(StreamHandle::new(
+            1,
+            None,
+            Box::new([]),
+            None,
+            crate::events::frame::Reader::Sse,
+            4,
+        ));
         let (mut io, mut peer) = tokio::io::duplex(4096);
         let s = Settings {
-            heartbeat: Duration::from_secs(10),
+            beat: Some(Beat::sse(Duration::from_secs(10), false)),
             retry: Duration::from_secs(1),
             chunked: false,
             expires: None,
+            held: false,
         };
         let stream = {
             let h = h.clone();
             let latency = Histogram::new([1.0]);
-            tokio::spawn(async move { run(&mut io, &h, Vec::new(), s, &latency).await })
+            tokio::spawn(async move { run(&mut io, &h, Vec::new(), &s, &latency).await })
         };
         let step = |secs: u64| tokio::time::sleep(Duration::from_secs(secs));
         step(6).await;
@@ -320,6 +388,7 @@ mod tests {
             user: None,
             retry: None,
             idempotency_key: None,
+            grip: None,
         };
         h.push(&Arc::new(Event::new(1, "e1", &new)));
         tokio::task::yield_now().await;

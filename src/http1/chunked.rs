@@ -117,9 +117,50 @@ impl ChunkScan {
     }
 }
 
+/// The data of a whole chunked body that [`ChunkScan`] found complete
+/// (sizes, extensions and trailers dropped): for the few bodies sidecast
+/// keeps instead of relaying (a GRIP hold's initial content).
+pub fn decode(raw: &[u8]) -> Result<Vec<u8>, ChunkError> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or(ChunkError::Size)?;
+        let digits = rest[..line_end]
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        let text = std::str::from_utf8(digits).map_err(|_| ChunkError::Size)?;
+        let n = usize::from_str_radix(text, 16).map_err(|_| ChunkError::Size)?;
+        rest = &rest[line_end + 2..];
+        if n == 0 {
+            return Ok(out);
+        }
+        if rest.len() < n + 2 || &rest[n..n + 2] != b"\r\n" {
+            return Err(ChunkError::Delimiter);
+        }
+        out.extend_from_slice(&rest[..n]);
+        rest = &rest[n + 2..];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decodes_a_whole_body() {
+        let raw = b"5;ext=1\r\nhello\r\n1\r\n!\r\n0\r\nX-T: 1\r\n\r\n";
+        let mut scan = ChunkScan::default();
+        assert_eq!(scan.feed(raw), Ok(raw.len()));
+        assert!(scan.done());
+        assert_eq!(decode(raw).unwrap(), b"hello!");
+        assert_eq!(decode(b"0\r\n\r\n").unwrap(), b"");
+        assert_eq!(decode(b"5\r\nhel"), Err(ChunkError::Delimiter));
+    }
 
     /// Feeds `body` in pieces of `step` bytes; the length of the body.
     fn scan(body: &[u8], step: usize) -> Result<Option<usize>, ChunkError> {

@@ -304,7 +304,9 @@ async fn serve_one<C: Conn>(
         shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
         return None;
     }
-    let fast_path = routed.runtime().config.upstream.fast_path;
+    // A GRIP route's plain requests take the lean relay whatever
+    // `fast_path` says: only it can hand the connection to a hold.
+    let fast_path = routed.runtime().config.upstream.fast_path || routed.grip();
     if fast_path && crate::proxy::lean::eligible(&head) {
         shared.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
         let keep = crate::proxy::lean::relay(&mut io, buf, &head, peer, &routed, shared).await;

@@ -29,6 +29,12 @@ pub const UPSTREAM_502: Failure = Failure {
     status: 502,
     code: UPSTREAM,
 };
+/// The app asked for a GRIP hold that cannot be followed (its
+/// instructions are wrong, or the request is not one that can be held).
+pub const GRIP_502: Failure = Failure {
+    status: 502,
+    code: "grip-error",
+};
 /// No response head within `[upstream] timeout`.
 pub const TIMEOUT_504: Failure = Failure {
     status: 504,

@@ -22,12 +22,14 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::failure::{self, Failure, TIMEOUT_504, UNREACHABLE_502, UPSTREAM_502};
+use super::failure::{self, Failure, GRIP_502, TIMEOUT_504, UNREACHABLE_502, UPSTREAM_502};
 use super::forwarding::{is_trusted, plan, Action};
 use super::hop::Nominated;
 use super::pool;
-use super::Routed;
-use crate::http1::chunked::ChunkScan;
+use super::{GripSig, Routed};
+use crate::grip::hold::{self, Held};
+use crate::grip::instruct::{self, BadInstruction, Instruction};
+use crate::http1::chunked::{self, ChunkScan};
 use crate::http1::head::Head;
 use crate::state::Shared;
 
@@ -81,16 +83,28 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The client as the forwarding headers see it.
+#[derive(Clone, Copy)]
+struct Client {
+    addr: SocketAddr,
+    /// A trusted proxy: its forwarding headers are kept.
+    trusted: bool,
+}
+
 /// Writes the request head sent upstream into `out`.
 fn request_head(
     out: &mut Vec<u8>,
     raw: &[u8],
     head: &Head,
     target: &str,
-    peer: SocketAddr,
-    trusted: bool,
+    client: Client,
     upgrade: bool,
+    grip: &GripSig,
 ) {
+    let Client {
+        addr: peer,
+        trusted,
+    } = client;
     let lines = || header_lines(raw);
     let nominated = Nominated::from_values(
         lines()
@@ -116,6 +130,7 @@ fn request_head(
         let kept_upgrade = upgrade && name.eq_ignore_ascii_case(b"upgrade");
         if (nominated.drops(name, false) && !kept_upgrade)
             || fwd.action(name).is_some_and(|a| *a != Action::Keep)
+            || (grip.strip && name.eq_ignore_ascii_case(b"grip-sig"))
         {
             continue;
         }
@@ -129,6 +144,9 @@ fn request_head(
         if let Action::Set(v) = action {
             line(out, name.as_bytes(), v.as_bytes());
         }
+    }
+    if let Some(token) = &grip.token {
+        line(out, b"Grip-Sig", token.as_bytes());
     }
     if upgrade {
         out.extend_from_slice(b"Connection: Upgrade\r\n");
@@ -153,6 +171,10 @@ struct RespHead {
     framing: Framing,
     /// The app lets its connection be reused.
     reusable: bool,
+    /// The app asked for a GRIP hold (on a route with `grip` on): `out`
+    /// holds the status line and the headers the client may get, without
+    /// framing and without the blank line.
+    hold: Option<Result<Instruction, BadInstruction>>,
 }
 
 /// Parses a response head from `buf` and writes the client's head into
@@ -163,6 +185,7 @@ fn response_head(
     out: &mut Vec<u8>,
     is_head: bool,
     close_client: bool,
+    grip: bool,
 ) -> Result<Option<RespHead>, httparse::Error> {
     let mut slots = [httparse::EMPTY_HEADER; 64];
     let mut many;
@@ -219,11 +242,37 @@ fn response_head(
         } else {
             !nominated.close()
         };
+    // Only the app's response, on a route with GRIP on, can ask for a
+    // hold; a HEAD's answer has no body to hold.
+    let hold = (grip && !is_head && code >= 200)
+        .then(|| instruct::parse(headers.iter().map(|h| (h.name.as_bytes(), h.value))).transpose())
+        .flatten();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(code.to_string().as_bytes());
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
     out.extend_from_slice(b"\r\n");
+    if hold.is_some() {
+        // The hold decides the framing; the app's length (of its initial
+        // content only) and every GRIP header stay with sidecast.
+        for h in headers {
+            let name = h.name.as_bytes();
+            if nominated.drops(name, false)
+                || instruct::is_grip_header(name)
+                || name.eq_ignore_ascii_case(b"content-length")
+            {
+                continue;
+            }
+            line(out, name, h.value);
+        }
+        return Ok(Some(RespHead {
+            len,
+            status: code,
+            framing,
+            reusable,
+            hold,
+        }));
+    }
     for h in headers {
         let name = h.name.as_bytes();
         // A length beside chunked framing is void (RFC 9112 §6.3).
@@ -243,6 +292,7 @@ fn response_head(
         status: code,
         framing,
         reusable,
+        hold: None,
     }))
 }
 
@@ -253,6 +303,8 @@ struct Relayed {
     error: &'static str,
     sidecast_error: &'static str,
     keep_client: bool,
+    /// The app asked for a GRIP hold: the relay hands the connection over.
+    held: Option<Box<Held>>,
 }
 
 /// The request head sent upstream for `head` (the first `head.len` bytes
@@ -276,9 +328,12 @@ fn upstream_request(
         &buf[..head.len],
         head,
         &target,
-        peer,
-        trusted,
+        Client {
+            addr: peer,
+            trusted,
+        },
         upgrade,
+        &routed.grip_sig(),
     );
     (routed.target().addr, req)
 }
@@ -340,11 +395,19 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
         body_left,
         addr,
         timeouts,
-        head.method == "HEAD",
-        close_client,
+        Answering {
+            is_head: head.method == "HEAD",
+            close_client,
+            grip: routed.grip(),
+        },
     )
     .await;
-    let (Ok(ended) | Err(ended)) = ended;
+    let (Ok(mut ended) | Err(mut ended)) = ended;
+    if let Some(held) = ended.held.take() {
+        let served = hold::serve(io, *held, shared, routed.runtime(), !close_client).await;
+        ended.status = served.status;
+        ended.keep_client = served.keep_client;
+    }
     if ended.error == BODY_IDLE {
         shared.metrics.upstream_body_timeouts.inc();
     }
@@ -361,12 +424,24 @@ struct Timeouts {
     idle: Duration,
 }
 
+/// What the client's request asks of the answer.
+#[derive(Clone, Copy)]
+struct Answering {
+    /// A `HEAD`: the answer has no body.
+    is_head: bool,
+    /// The client's connection closes after this answer.
+    close_client: bool,
+    /// The route honours the app's GRIP hold headers.
+    grip: bool,
+}
+
 fn failed(f: Failure, error: &'static str) -> Relayed {
     Relayed {
         status: f.status,
         error,
         sidecast_error: f.code,
         keep_client: false,
+        held: None,
     }
 }
 
@@ -390,9 +465,13 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
     body_left: u64,
     addr: SocketAddr,
     timeouts: Timeouts,
-    is_head: bool,
-    close_client: bool,
+    answering: Answering,
 ) -> Result<Relayed, Relayed> {
+    let Answering {
+        is_head,
+        close_client,
+        grip,
+    } = answering;
     let mut rbuf = pool::buffer(READ_SIZE);
     let mut reused = pool::checkout(addr);
     let (mut conn, deadline) = loop {
@@ -437,9 +516,9 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
     };
     // The response head, and any interim heads before it.
     let mut out = Vec::with_capacity(512);
-    let resp = loop {
+    let mut resp = loop {
         out.clear();
-        match response_head(&rbuf, &mut out, is_head, close_client) {
+        match response_head(&rbuf, &mut out, is_head, close_client, grip) {
             Ok(Some(h)) if (100..200).contains(&h.status) => {
                 // An interim answer (103 Early Hints, 100 Continue) goes on
                 // to the HTTP/1.1 client as it came.
@@ -466,6 +545,36 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
         }
         read_head_more(io, &mut conn, &mut rbuf, deadline, is_head).await?;
     };
+    if let Some(hold) = resp.hold.take() {
+        let instruction = match hold {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(target: "sidecast::grip", error = %e, "the app's hold instructions cannot be followed: answered 502");
+                return Err(answer(io, GRIP_502, is_head, "GripInstruction").await);
+            }
+        };
+        let body = read_whole(&mut conn, &mut rbuf, &resp, timeouts.idle).await;
+        pool::give_back(rbuf, READ_SIZE);
+        let (body, clean) = match body {
+            Ok(b) => b,
+            Err(error) => return Err(answer(io, UPSTREAM_502, is_head, error).await),
+        };
+        if clean && resp.reusable {
+            pool::checkin(addr, conn);
+        }
+        return Ok(Relayed {
+            status: resp.status,
+            error: "",
+            sidecast_error: "",
+            keep_client: false,
+            held: Some(Box::new(Held {
+                instruction,
+                status: resp.status,
+                head: out,
+                body,
+            })),
+        });
+    }
     let body = relay_body(io, &mut conn, &mut rbuf, &mut out, &resp, timeouts.idle).await;
     pool::give_back(rbuf, READ_SIZE);
     let status = resp.status;
@@ -479,6 +588,7 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
                 error: "",
                 sidecast_error: "",
                 keep_client: resp.framing != Framing::Close,
+                held: None,
             })
         }
         Err(error) => Ok(Relayed {
@@ -486,6 +596,7 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
             error,
             sidecast_error: "",
             keep_client: false,
+            held: None,
         }),
     }
 }
@@ -588,6 +699,56 @@ async fn relay_body<C: AsyncWrite + Unpin>(
     Ok(clean && resp.framing != Framing::Close)
 }
 
+/// The most of a held response's body (its initial content) read.
+const MAX_HELD_BODY: usize = 1 << 20;
+
+/// Reads a held response's body whole (it is the initial content, or the
+/// answer at a response hold's timeout), de-chunked; whether it ended
+/// exactly where its framing says (the app's connection may be reused).
+async fn read_whole(
+    conn: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+    resp: &RespHead,
+    idle: Duration,
+) -> Result<(Vec<u8>, bool), &'static str> {
+    let mut raw = rbuf[resp.len..].to_vec();
+    let mut scan = ChunkScan::default();
+    let mut scanned = 0;
+    loop {
+        let end = match resp.framing {
+            Framing::None => Some(0),
+            Framing::Length(n) => (raw.len() as u64 >= n).then_some(n as usize),
+            Framing::Chunked => {
+                let n = scan.feed(&raw[scanned..]).map_err(|_| "InvalidChunk")?;
+                scanned += n;
+                scan.done().then_some(scanned)
+            }
+            Framing::Close => None,
+        };
+        if let Some(end) = end {
+            let clean = end == raw.len();
+            raw.truncate(end);
+            let body = if resp.framing == Framing::Chunked {
+                chunked::decode(&raw).map_err(|_| "InvalidChunk")?
+            } else {
+                raw
+            };
+            return Ok((body, clean));
+        }
+        if raw.len() > MAX_HELD_BODY {
+            return Err("HeldBodyTooLarge");
+        }
+        rbuf.clear();
+        match tokio::time::timeout(idle, conn.read_buf(rbuf)).await {
+            Err(_) => return Err(BODY_IDLE),
+            Ok(Err(_)) => return Err("ReadError"),
+            Ok(Ok(0)) if resp.framing == Framing::Close => return Ok((raw, false)),
+            Ok(Ok(0)) => return Err("ConnectionClosed"),
+            Ok(Ok(_)) => raw.extend_from_slice(rbuf),
+        }
+    }
+}
+
 /// Whether a request is an upgrade sidecast tunnels itself: HTTP/1.1,
 /// origin form, `Upgrade` named, no body.
 pub fn tunnels(head: &Head) -> bool {
@@ -640,7 +801,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
     let resp = loop {
         read_head_more(io, &mut conn, &mut rbuf, deadline, false).await?;
         out.clear();
-        match response_head(&rbuf, &mut out, false, true) {
+        match response_head(&rbuf, &mut out, false, true, false) {
             Ok(Some(h)) if h.status == 101 => break h,
             Ok(Some(h)) if (100..200).contains(&h.status) => {
                 rbuf.drain(..h.len);
@@ -653,6 +814,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
                     error: r.err().unwrap_or(""),
                     sidecast_error: "",
                     keep_client: false,
+                    held: None,
                 });
             }
             Ok(None) => {}
@@ -670,6 +832,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
             error: "WriteError",
             sidecast_error: "",
             keep_client: false,
+            held: None,
         });
     }
     if !early.is_empty() {
@@ -686,6 +849,7 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
         },
         sidecast_error: "",
         keep_client: false,
+        held: None,
     })
 }
 
@@ -722,7 +886,18 @@ mod tests {
         let h = head(raw);
         let mut out = Vec::new();
         let peer: SocketAddr = "10.0.0.1:5".parse().unwrap();
-        request_head(&mut out, raw.as_bytes(), &h, "/a?b", peer, false, false);
+        request_head(
+            &mut out,
+            raw.as_bytes(),
+            &h,
+            "/a?b",
+            Client {
+                addr: peer,
+                trusted: false,
+            },
+            false,
+            &GripSig::default(),
+        );
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
@@ -734,7 +909,9 @@ mod tests {
     fn the_response_head_keeps_the_apps_headers() {
         let raw = b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nServer: app\r\nConnection: x-foo\r\nX-Foo: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok";
         let mut out = Vec::new();
-        let h = response_head(raw, &mut out, false, false).unwrap().unwrap();
+        let h = response_head(raw, &mut out, false, false, false)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.framing, Framing::Length(2));
         assert!(h.reusable);
         assert_eq!(
@@ -743,14 +920,18 @@ mod tests {
         );
         let raw = b"HTTP/1.0 200 OK\r\n\r\nbody";
         let mut out = Vec::new();
-        let h = response_head(raw, &mut out, false, false).unwrap().unwrap();
+        let h = response_head(raw, &mut out, false, false, false)
+            .unwrap()
+            .unwrap();
         assert_eq!((h.framing, h.reusable), (Framing::Close, false));
         assert!(String::from_utf8(out)
             .unwrap()
             .ends_with("Connection: close\r\n\r\n"));
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n";
         let mut out = Vec::new();
-        let h = response_head(raw, &mut out, false, false).unwrap().unwrap();
+        let h = response_head(raw, &mut out, false, false, false)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.framing, Framing::Chunked);
         assert!(!String::from_utf8(out).unwrap().contains("Content-Length"));
     }

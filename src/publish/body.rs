@@ -23,7 +23,7 @@ pub struct BodyError {
     pub message: String,
 }
 
-fn err(field: &str, message: impl Into<String>) -> BodyError {
+pub(super) fn err(field: &str, message: impl Into<String>) -> BodyError {
     BodyError {
         field: field.to_owned(),
         message: message.into(),
@@ -99,13 +99,14 @@ impl EventBody {
             user: self.user.map(|u| u.0),
             retry: self.retry.map(|r| r.0),
             idempotency_key: self.idempotency_key.map(|k| k.0),
+            grip: None,
         })
     }
 }
 
 /// Deserializes one JSON object as a `T`; `prefix` is what stands before
 /// its fields' paths (`[2].`, `line 3: `, or nothing).
-fn object<T: for<'de> Deserialize<'de>>(
+pub(super) fn object<T: for<'de> Deserialize<'de>>(
     o: Map<String, Value>,
     prefix: &str,
 ) -> Result<T, BodyError> {
@@ -383,6 +384,7 @@ mod tests {
                 user: None,
                 retry: None,
                 idempotency_key: None,
+                grip: None,
             }]
         );
     }

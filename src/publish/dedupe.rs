@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::events::frame::NewEvent;
+use crate::events::frame::{NewEvent, StreamPart};
 
 /// What an event or a request is, for telling a retry from a reuse.
 type Fingerprint = [u8; 32];
@@ -24,6 +24,8 @@ pub struct KeyReused {
     pub what: &'static str,
     /// The field that carried the key.
     pub field: String,
+    /// The event of the batch whose key it was (`None`: the request's).
+    pub index: Option<usize>,
 }
 
 impl KeyReused {
@@ -33,6 +35,7 @@ impl KeyReused {
             key,
             what: "request body",
             field: "Idempotency-Key".into(),
+            index: None,
         }
     }
 
@@ -42,6 +45,7 @@ impl KeyReused {
             key,
             what: "event",
             field: format!("[{i}].idempotency_key"),
+            index: Some(i),
         }
     }
 }
@@ -68,6 +72,27 @@ fn fingerprint_into(h: &mut Sha256, e: &NewEvent) {
     field(e.name.as_deref().unwrap_or("\0").as_bytes());
     field(e.user.as_deref().unwrap_or("\0").as_bytes());
     field(&e.retry.map_or([0xff; 8], u64::to_le_bytes));
+    // A GRIP item's formats are its content (an SSE event has none).
+    if let Some(g) = &e.grip {
+        match &g.stream {
+            Some(StreamPart::Content(c)) => field(c),
+            Some(StreamPart::Close) => field(b"\0close"),
+            None => field(b"\0"),
+        }
+        match &g.response {
+            Some(r) => {
+                field(&r.code.to_le_bytes());
+                field(r.reason.as_bytes());
+                field(&(r.headers.len() as u64).to_le_bytes());
+                for (n, v) in &r.headers {
+                    field(n.as_bytes());
+                    field(v.as_bytes());
+                }
+                field(&r.body);
+            }
+            None => field(b"\0"),
+        }
+    }
 }
 
 /// A request's content: its events in order, keys included.
@@ -221,6 +246,7 @@ mod tests {
             user: None,
             retry: None,
             idempotency_key: key.map(str::to_owned),
+            grip: None,
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod body;
 mod dedupe;
 mod fields;
+mod grip;
 mod log;
 
 use std::convert::Infallible;
@@ -98,6 +99,15 @@ fn key_reused(key: &str, field: &str, what: &str) -> Resp {
 /// JWT and its `publish` grants.
 type Caller = Option<Vec<Pattern>>;
 
+/// The body a publish request takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// `POST /publish`: sidecast's events.
+    Sidecast,
+    /// `POST /publish/`: GRIP items (Pushpin's control API).
+    Grip,
+}
+
 impl Publisher {
     pub fn new(shared: Arc<Shared>) -> Arc<Publisher> {
         Arc::new(Publisher {
@@ -118,14 +128,14 @@ impl Publisher {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
         let allowed = match path.as_str() {
-            "/publish" | "/disconnect" => Method::POST,
+            "/publish" | "/publish/" | "/disconnect" => Method::POST,
             p if p == "/topics" || p.starts_with("/topics/") => Method::GET,
             _ => {
                 let r = error(
                     404,
                     "not_found",
                     None,
-                    "no such endpoint: /publish, /disconnect, /topics, /topics/NAME",
+                    "no such endpoint: /publish, /publish/ (GRIP), /disconnect, /topics, /topics/NAME",
                 );
                 return self.refuse(req, r).await;
             }
@@ -147,7 +157,8 @@ impl Publisher {
             Err(r) => return self.refuse(req, r).await,
         };
         match path.as_str() {
-            "/publish" => self.publish(req, caller).await,
+            "/publish" => self.publish(req, caller, Format::Sidecast).await,
+            "/publish/" => self.publish(req, caller, Format::Grip).await,
             "/disconnect" => self.disconnect(req, caller).await,
             "/topics" => self.topics(caller),
             _ => self.topic(&path["/topics/".len()..], caller).await,
@@ -264,7 +275,7 @@ impl Publisher {
         }
     }
 
-    async fn publish(&self, req: Request<Incoming>, caller: Caller) -> Resp {
+    async fn publish(&self, req: Request<Incoming>, caller: Caller, format: Format) -> Resp {
         let request_key = req.headers().get("idempotency-key").map(|v| {
             v.to_str()
                 .ok()
@@ -287,25 +298,37 @@ impl Publisher {
             Ok(x) => x,
             Err(r) => return r,
         };
-        let Some(kind) = body::kind(ct.as_deref()) else {
-            return error(
-                415,
-                "unsupported_media_type",
-                Some("Content-Type"),
-                "expected application/json or application/x-ndjson",
-            );
+        let kind = body::kind(ct.as_deref());
+        let events = match (format, kind) {
+            (Format::Sidecast, Some(kind)) => body::parse(kind, &bytes),
+            (Format::Grip, Some(body::Kind::Json)) => grip::parse(&bytes),
+            (Format::Sidecast, None) | (Format::Grip, _) => {
+                return error(
+                    415,
+                    "unsupported_media_type",
+                    Some("Content-Type"),
+                    match format {
+                        Format::Sidecast => "expected application/json or application/x-ndjson",
+                        Format::Grip => "expected application/json",
+                    },
+                );
+            }
         };
-        let events = match body::parse(kind, &bytes) {
+        let events = match events {
             Ok(e) => e,
             Err(e) => return bad_body(e),
         };
         if let Some(grants) = &caller {
             for (i, e) in events.iter().enumerate() {
                 if let Some(t) = e.topics.iter().find(|t| !granted(grants, t)) {
+                    let field = match format {
+                        Format::Sidecast => format!("[{i}].topic"),
+                        Format::Grip => format!("items[{i}].channel"),
+                    };
                     return error(
                         403,
                         "forbidden",
-                        Some(&format!("[{i}].topic")),
+                        Some(&field),
                         &format!("the token does not grant publishing to {t}"),
                     );
                 }
@@ -315,7 +338,11 @@ impl Publisher {
         match self.log.publish(events, request_key, window).await {
             Ok(ids) => json_resp(202, &json!({ "ids": ids })),
             Err(PublishError::Unavailable(e)) => unavailable(&e),
-            Err(PublishError::KeyReused(e)) => key_reused(&e.key, &e.field, e.what),
+            Err(PublishError::KeyReused(e)) => match (format, e.index) {
+                // A GRIP item's key is its `id`.
+                (Format::Grip, Some(i)) => key_reused(&e.key, &format!("items[{i}].id"), "item"),
+                _ => key_reused(&e.key, &e.field, e.what),
+            },
         }
     }
 

@@ -46,6 +46,7 @@ pub async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
         // leave a gap).
         start: asked.start,
         queue: MAX_ELEMENTS,
+        reader: crate::events::frame::Reader::Sse,
     };
     let (handle, opening) = match shared.hub.subscribe(req) {
         Ok(x) => x,

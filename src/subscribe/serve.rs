@@ -15,7 +15,7 @@ use crate::auth::Denied;
 use crate::events::frame::{chunked, control, notice};
 use crate::events::hub::{Hub, Opening, Refused, Subscribe};
 use crate::events::queue::StreamHandle;
-use crate::events::stream::{self, jittered, Settings};
+use crate::events::stream::{self, jittered, Beat, Settings};
 use crate::http1::head::Head;
 use crate::http1::respond::Reply;
 use crate::metrics::{Metrics, RouteLabel};
@@ -47,6 +47,34 @@ pub struct Opened {
 }
 
 impl Opened {
+    /// A stream subscribed on `route` (its label in metrics and logs),
+    /// counted as open from now on.
+    pub fn new(
+        handle: Arc<StreamHandle>,
+        first: Vec<Bytes>,
+        settings: Settings,
+        route: Arc<str>,
+        shared: &Shared,
+    ) -> Opened {
+        let gauge = shared
+            .metrics
+            .streams_open
+            .get_or_create(&RouteLabel {
+                route: route.to_string(),
+            })
+            .clone();
+        gauge.inc();
+        Opened {
+            handle,
+            first,
+            settings,
+            gauge,
+            route,
+            hub: shared.hub.clone(),
+            metrics: shared.metrics.clone(),
+        }
+    }
+
     /// Runs the stream to its end, then closes the connection.
     pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(self, mut io: IO) {
         let started = std::time::Instant::now();
@@ -56,7 +84,7 @@ impl Opened {
             &mut io,
             handle,
             self.first,
-            self.settings,
+            &self.settings,
             &self.metrics.delivery_latency,
         )
         .await;
@@ -65,7 +93,7 @@ impl Opened {
         self.metrics.closed(ended.label());
         // Boxed: the last words are written once, and their room is not
         // kept in every stream's task for its whole life.
-        Box::pin(stream::finish(&mut io, &ended, self.settings)).await;
+        Box::pin(stream::finish(&mut io, &ended, &self.settings)).await;
         tracing::info!(target: "sidecast::stream", stream = handle.id, route = %self.route, reason = ended.label(), duration_ms = started.elapsed().as_millis() as u64, "stream closed");
     }
 }
@@ -245,10 +273,11 @@ async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
         tokio::time::Instant::now() + left + rt.config.auth.leeway
     });
     let settings = Settings {
-        heartbeat: ev.heartbeat,
+        beat: Some(Beat::sse(ev.heartbeat, is_chunked)),
         retry: ev.retry,
         chunked: is_chunked,
         expires,
+        held: false,
     };
     let req = Subscribe {
         topics: asked.topics,
@@ -256,6 +285,7 @@ async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
         key_id: asked.principal.key_id.clone(),
         start: asked.start,
         queue: ev.queue,
+        reader: crate::events::frame::Reader::Sse,
     };
     drop(asked.principal);
     let (handle, opening) = match shared.hub.subscribe(req) {
@@ -270,23 +300,7 @@ async fn open<IO: AsyncRead + AsyncWrite + Unpin>(
     }
     let first = first_frames(minor, &origin, rt, &opening, shared, is_chunked);
     drop(opening);
-    let gauge = shared
-        .metrics
-        .streams_open
-        .get_or_create(&RouteLabel {
-            route: asked.route.to_string(),
-        })
-        .clone();
-    gauge.inc();
-    After::Stream(Opened {
-        handle,
-        first,
-        settings,
-        gauge,
-        route: asked.route,
-        hub: shared.hub.clone(),
-        metrics: shared.metrics.clone(),
-    })
+    After::Stream(Opened::new(handle, first, settings, asked.route, shared))
 }
 
 /// The response head, `retry:`, and the replay, the reset or the cursor (a
@@ -343,13 +357,21 @@ mod tests {
             max_streams: 1,
         };
         let opened = Opened {
-            handle: Arc::new(StreamHandle::new(1, None, Box::new([]), None, 4)),
+            handle: Arc::new(StreamHandle::new(
+                1,
+                None,
+                Box::new([]),
+                None,
+                crate::events::frame::Reader::Sse,
+                4,
+            )),
             first: Vec::new(),
             settings: Settings {
-                heartbeat: Duration::from_secs(1),
+                beat: Some(Beat::sse(Duration::from_secs(1), true)),
                 retry: Duration::from_secs(1),
                 chunked: true,
                 expires: None,
+                held: false,
             },
             gauge: Gauge::default(),
             route: Arc::from("r"),

@@ -21,6 +21,7 @@ mod delivery;
 mod drain;
 mod forward_auth;
 mod grip;
+mod grip_cluster;
 mod jwks;
 mod listener;
 mod ops;

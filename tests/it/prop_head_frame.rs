@@ -161,6 +161,7 @@ proptest! {
                 user: None,
                 retry: None,
                 idempotency_key: None,
+                grip: None,
             };
             let e = Event::new(i as u64, &id, &new);
             prop_assert_eq!(e.id(), id.as_str());

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{format_id, Opening, Start, State};
-use crate::events::frame::Event;
+use crate::events::frame::{Event, Reader};
 use crate::topic::Topic;
 
 impl State {
@@ -29,6 +29,7 @@ impl State {
         &mut self,
         topics: &[Topic],
         user: Option<&str>,
+        reader: Reader,
         start: &Start,
     ) -> Opening {
         let newest = format_id(&self.epoch, self.last_seq);
@@ -67,7 +68,7 @@ impl State {
                     events.extend(
                         ts.ring
                             .range(from..)
-                            .filter(|e| e.visible_to(user))
+                            .filter(|e| e.reaches(user, reader))
                             .cloned(),
                     );
                 }

@@ -38,6 +38,7 @@ fn new_event(topics: &[&str], data: &str, user: Option<&str>) -> NewEvent {
         user: user.map(str::to_owned),
         retry: None,
         idempotency_key: None,
+        grip: None,
     }
 }
 
@@ -62,6 +63,7 @@ fn sub_cap(
         key_id: None,
         start,
         queue,
+        reader: crate::events::frame::Reader::Sse,
     })
     .expect("subscribe")
 }
@@ -563,6 +565,7 @@ fn max_streams_refuses_beyond_the_limit() {
         key_id: None,
         start: Start::New,
         queue: 10,
+        reader: crate::events::frame::Reader::Sse,
     });
     assert_eq!(refused.err(), Some(Refused::TooManyStreams));
     h.unsubscribe(&s);
@@ -573,6 +576,7 @@ fn max_streams_refuses_beyond_the_limit() {
             key_id: None,
             start: Start::New,
             queue: 10,
+            reader: crate::events::frame::Reader::Sse,
         })
         .is_ok());
 }

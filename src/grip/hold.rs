@@ -1,0 +1,290 @@
+//! A hold on the client's connection, once the app answered with
+//! `Grip-Hold`: a stream that gets each item published to its channels, or
+//! a response that waits for one. Both are subscriptions to the hub like
+//! an events route's: they count toward `max_streams`, show in the
+//! metrics under the route `grip`, end in a drain and reach every replica
+//! in cluster mode (the cluster feeds the same hub).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::instruct::{Instruction, Mode};
+use crate::events::frame::{chunked, GripResponse, Reader};
+use crate::events::hub::{Refused, Start, Subscribe};
+use crate::events::stream::{jittered, Beat, Settings};
+use crate::http1::respond::{reason, Reply};
+use crate::metrics::RouteLabel;
+use crate::state::{Runtime, Shared};
+use crate::subscribe::serve::Opened;
+
+/// The label of held streams and responses in metrics and logs.
+pub const ROUTE: &str = "grip";
+
+/// What the app answered, made ready for the client.
+#[derive(Debug)]
+pub struct Held {
+    pub instruction: Instruction,
+    /// The app's status.
+    pub status: u16,
+    /// The status line and the app's headers the client gets (no `Grip-*`,
+    /// no framing, no hop-by-hop ones), each line ending in CRLF, without
+    /// the blank line: the framing is added by the kind of answer.
+    pub head: Vec<u8>,
+    /// The app's body, whole: a stream's initial content, or a response
+    /// hold's answer at its timeout.
+    pub body: Vec<u8>,
+}
+
+/// How a hold ended, for the access log and the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// The status the client got (0: none).
+    pub status: u16,
+    /// The client's connection may serve another request.
+    pub keep_client: bool,
+}
+
+/// Serves a hold on `io`. `keep_client`: the client's connection may stay
+/// open after a complete answer (a response hold's).
+pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut C,
+    held: Held,
+    shared: &Shared,
+    rt: &Runtime,
+    keep_client: bool,
+) -> Served {
+    let i = &held.instruction;
+    // The first channel's prev-id given: sidecast ids are one order over
+    // every topic, so one cursor serves them all.
+    let start = i
+        .channels
+        .iter()
+        .find_map(|c| c.prev_id.clone())
+        .map_or(Start::New, Start::After);
+    let reader = match i.mode {
+        Mode::Stream => Reader::Held,
+        Mode::Response => Reader::Response,
+    };
+    let req = Subscribe {
+        topics: i.channels.iter().map(|c| c.topic.clone()).collect(),
+        user: None,
+        key_id: None,
+        start,
+        queue: rt.config.events.queue,
+        reader,
+    };
+    let (handle, opening) = match shared.hub.subscribe(req) {
+        Ok(x) => x,
+        Err(Refused::TooManyStreams) => {
+            let retry = jittered(rt.config.events.retry);
+            let r = Reply::error(503, "unavailable", "too many streams")
+                .header("Retry-After", retry.div_ceil(1000).to_string())
+                .header("Sidecast-Error", "too-many-streams");
+            let _ = r.send(io, 1, false, false).await;
+            return Served {
+                status: 503,
+                keep_client: false,
+            };
+        }
+    };
+    // A prev-id sidecast does not know (or history lost) opens live: a
+    // GRIP stream's format is the app's, with no place for a reset notice.
+    let replay = if opening.reset.is_none() {
+        opening.replay
+    } else {
+        Vec::new()
+    };
+    match i.mode {
+        Mode::Stream => {
+            let mut head = held.head;
+            head.extend_from_slice(b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+            let mut first = Vec::with_capacity(2 + replay.len());
+            first.push(Bytes::from(head));
+            if !held.body.is_empty() {
+                first.push(chunked(&held.body));
+            }
+            if !replay.is_empty() {
+                shared.metrics.replays.inc();
+            }
+            // A close in history was for the streams open then, not for
+            // one that resumes after it.
+            first.extend(replay.iter().filter(|e| !e.closes()).map(|e| e.wire(true)));
+            drop(replay);
+            let settings = Settings {
+                beat: i.keep_alive.as_ref().map(|k| Beat {
+                    every: k.every,
+                    frame: chunked(&k.content),
+                    interval: k.interval,
+                }),
+                retry: rt.config.events.retry,
+                chunked: true,
+                expires: None,
+                held: true,
+            };
+            Opened::new(handle, first, settings, ROUTE.into(), shared)
+                .run(&mut *io)
+                .await;
+            Served {
+                status: held.status,
+                keep_client: false,
+            }
+        }
+        Mode::Response => {
+            let gauge = shared
+                .metrics
+                .streams_open
+                .get_or_create(&RouteLabel {
+                    route: ROUTE.to_owned(),
+                })
+                .clone();
+            gauge.inc();
+            let answer = match replay.iter().find_map(|e| e.response().cloned()) {
+                Some(r) => Some(Ok(r)),
+                None => wait(io, &handle, i.timeout).await,
+            };
+            shared.hub.unsubscribe(&handle);
+            gauge.dec();
+            match answer {
+                // The client went away.
+                None => Served {
+                    status: 0,
+                    keep_client: false,
+                },
+                Some(Ok(item)) => {
+                    let ok = write_item(io, &item, keep_client).await.is_ok();
+                    Served {
+                        status: item.code,
+                        keep_client: ok && keep_client,
+                    }
+                }
+                // The timeout, a drain or a disconnect: the app's own answer.
+                Some(Err(keep)) => {
+                    let keep = keep && keep_client;
+                    let mut out = held.head;
+                    finish_head(&mut out, held.body.len(), keep);
+                    out.extend_from_slice(&held.body);
+                    let ok = write_all(io, &out).await.is_ok();
+                    Served {
+                        status: held.status,
+                        keep_client: ok && keep,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Waits for an item with an `http-response` for a response hold, up to
+/// `timeout`: `Some(Ok)` the item, `Some(Err(keep))` the timeout or a close
+/// (`keep`: the connection may still serve another request), `None` the
+/// client went away.
+async fn wait<C: AsyncRead + Unpin>(
+    io: &mut C,
+    handle: &crate::events::queue::StreamHandle,
+    timeout: std::time::Duration,
+) -> Option<Result<Arc<GripResponse>, bool>> {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut batch = Vec::new();
+    let mut probe = [0u8; 1];
+    // Bytes from the client while it waits belong to a request after this
+    // one, which this hold cannot give back: once read, the connection is
+    // not kept.
+    let mut keep = true;
+    loop {
+        tokio::select! {
+            biased;
+            r = handle.next(&mut batch, 16) => match r {
+                Ok(()) => {
+                    if let Some(item) = batch.iter().find_map(|e| e.response().cloned()) {
+                        return Some(Ok(item));
+                    }
+                    batch.clear();
+                }
+                Err(_) => return Some(Err(keep)),
+            },
+            _ = &mut deadline => return Some(Err(keep)),
+            r = io.read(&mut probe), if keep => match r {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => keep = false,
+            },
+        }
+    }
+}
+
+/// Ends a head with `Content-Length` and, when the connection is not kept,
+/// `Connection: close`.
+fn finish_head(out: &mut Vec<u8>, len: usize, keep: bool) {
+    out.extend_from_slice(format!("Content-Length: {len}\r\n").as_bytes());
+    if !keep {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether an item's header may be sent as it is: framing and hop-by-hop
+/// headers are sidecast's to write.
+fn item_header_allowed(name: &str) -> bool {
+    const OWN: [&str; 9] = [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authenticate",
+    ];
+    !OWN.iter().any(|h| h.eq_ignore_ascii_case(name))
+        && !super::instruct::is_grip_header(name.as_bytes())
+}
+
+/// An item's `http-response` as the answer to a response hold.
+async fn write_item<C: AsyncWrite + Unpin>(
+    io: &mut C,
+    r: &GripResponse,
+    keep: bool,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(128 + r.body.len());
+    let reason_text = if r.reason.is_empty() {
+        reason(r.code)
+    } else {
+        &r.reason
+    };
+    out.extend_from_slice(format!("HTTP/1.1 {} {reason_text}\r\n", r.code).as_bytes());
+    for (n, v) in &r.headers {
+        if item_header_allowed(n) {
+            out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+        }
+    }
+    finish_head(&mut out, r.body.len(), keep);
+    out.extend_from_slice(&r.body);
+    write_all(io, &out).await
+}
+
+async fn write_all<C: AsyncWrite + Unpin>(io: &mut C, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_items_framing_and_grip_headers_are_not_sent() {
+        assert!(item_header_allowed("Content-Type"));
+        assert!(item_header_allowed("X-Thing"));
+        for h in [
+            "Content-Length",
+            "transfer-encoding",
+            "Connection",
+            "Grip-Hold",
+        ] {
+            assert!(!item_header_allowed(h), "{h}");
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! `POST /publish/`: GRIP's publish body (Pushpin's control API), so that
+//! a GRIP library's publisher pointed at sidecast works unchanged. Each
+//! item becomes one event on its channel's topic, through the same log
+//! (order, idempotency by the item's `id`, the cluster's Redis stream).
+//!
+//! A header or reason of an `http-response` goes on the wire of a held
+//! response as it is, so each is checked here like a header the app sent:
+//! no line breaks, no name that is not a token.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::body::{err, object, BodyError};
+use super::fields::{IdempotencyKey, TopicName};
+use crate::events::frame::{GripItem, GripResponse, NewEvent, StreamPart};
+
+/// The body: `{"items": [...]}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    items: Vec<Map<String, Value>>,
+}
+
+/// One item; its formats are read one by one below (other formats, such
+/// as `ws-message`, are not sidecast's and are left aside).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemBody {
+    channel: TopicName,
+    id: Option<IdempotencyKey>,
+    /// Accepted and not needed: sidecast orders items itself.
+    #[serde(rename = "prev-id")]
+    #[allow(dead_code)]
+    prev_id: Option<String>,
+    formats: Map<String, Value>,
+    /// Pushpin passes it to its filters; sidecast has none.
+    #[allow(dead_code)]
+    meta: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpStream {
+    content: Option<String>,
+    #[serde(rename = "content-bin")]
+    content_bin: Option<Base64>,
+    action: Option<StreamAction>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StreamAction {
+    Close,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpResponse {
+    code: Option<Code>,
+    reason: Option<Reason>,
+    headers: Option<Headers>,
+    body: Option<String>,
+    #[serde(rename = "body-bin")]
+    body_bin: Option<Base64>,
+}
+
+/// Bytes given as base64 text.
+struct Base64(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Base64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map(Base64)
+            .map_err(|e| serde::de::Error::custom(format!("expected base64 text: {e}")))
+    }
+}
+
+/// A status code from 200 to 599 (an interim status is no answer).
+struct Code(u16);
+
+impl<'de> Deserialize<'de> for Code {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        match u16::try_from(n) {
+            Ok(c) if (200..=599).contains(&c) => Ok(Code(c)),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected a status code from 200 to 599, found {n}"
+            ))),
+        }
+    }
+}
+
+/// A reason phrase: text without line breaks.
+struct Reason(String);
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(serde::de::Error::custom(
+                "expected a reason phrase without line breaks or control characters",
+            ));
+        }
+        Ok(Reason(s))
+    }
+}
+
+/// Response headers: an object, or a list of `[name, value]` pairs (which
+/// can repeat a name).
+struct Headers(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Shape {
+            Map(Map<String, Value>),
+            Pairs(Vec<(String, String)>),
+        }
+        let pairs = match Shape::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected an object of header names to values, or a list of [name, value] pairs",
+            )
+        })? {
+            Shape::Map(m) => m
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k, s)),
+                    _ => Err(serde::de::Error::custom(format!(
+                        "header {k:?}: expected a string value"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, D::Error>>()?,
+            Shape::Pairs(p) => p,
+        };
+        for (name, value) in &pairs {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(serde::de::Error::custom(format!(
+                    "header name {name:?}: expected a token (letters, digits, '-' and the like)"
+                )));
+            }
+            if http::HeaderValue::from_str(value).is_err() {
+                return Err(serde::de::Error::custom(format!(
+                    "header {name:?}: expected a value without line breaks or control characters"
+                )));
+            }
+        }
+        Ok(Headers(pairs))
+    }
+}
+
+/// One format of an item, deserialized with its path in the body.
+fn format<T: for<'de> Deserialize<'de>>(
+    formats: &mut Map<String, Value>,
+    name: &str,
+    at: &str,
+) -> Result<Option<T>, BodyError> {
+    match formats.remove(name) {
+        None => Ok(None),
+        Some(Value::Object(o)) => object(o, &format!("{at}.{name}.")).map(Some),
+        Some(_) => Err(err(&format!("{at}.{name}"), "expected an object")),
+    }
+}
+
+fn item(i: usize, o: Map<String, Value>) -> Result<NewEvent, BodyError> {
+    let at = format!("items[{i}]");
+    let mut it: ItemBody = object(o, &format!("{at}."))?;
+    let at = format!("{at}.formats");
+    let stream = match format::<HttpStream>(&mut it.formats, "http-stream", &at)? {
+        None => None,
+        Some(s) => Some(match (s.content, s.content_bin, s.action) {
+            (Some(c), None, None) => StreamPart::Content(c.into_bytes()),
+            (None, Some(b), None) => StreamPart::Content(b.0),
+            (None, None, Some(StreamAction::Close)) => StreamPart::Close,
+            _ => {
+                return Err(err(
+                    &format!("{at}.http-stream"),
+                    "expected one of content, content-bin or \"action\": \"close\"",
+                ))
+            }
+        }),
+    };
+    let response = match format::<HttpResponse>(&mut it.formats, "http-response", &at)? {
+        None => None,
+        Some(r) => {
+            let body = match (r.body, r.body_bin) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        &format!("{at}.http-response"),
+                        "give body or body-bin, not both",
+                    ))
+                }
+                (Some(b), None) => b.into_bytes(),
+                (None, Some(b)) => b.0,
+                (None, None) => Vec::new(),
+            };
+            Some(Arc::new(GripResponse {
+                code: r.code.map_or(200, |c| c.0),
+                reason: r.reason.map(|r| r.0).unwrap_or_default(),
+                headers: r.headers.map(|h| h.0).unwrap_or_default(),
+                body,
+            }))
+        }
+    };
+    if stream.is_none() && response.is_none() {
+        return Err(err(
+            &at,
+            "expected an http-stream or an http-response format (sidecast holds HTTP streams and responses only)",
+        ));
+    }
+    Ok(NewEvent {
+        topics: vec![it.channel.0],
+        data: String::new(),
+        name: None,
+        user: None,
+        retry: None,
+        idempotency_key: it.id.map(|k| k.0),
+        grip: Some(Arc::new(GripItem { stream, response })),
+    })
+}
+
+/// Parses a `POST /publish/` body (JSON) into events, in order.
+pub fn parse(body: &[u8]) -> Result<Vec<NewEvent>, BodyError> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| err("body", format!("invalid JSON: {e}")))?;
+    let Value::Object(o) = v else {
+        return Err(err("body", "expected an object such as {\"items\": [...]}"));
+    };
+    let b: Body = object(o, "")?;
+    if b.items.is_empty() {
+        return Err(err("items", "expected at least one item"));
+    }
+    b.items
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| item(i, o))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(body: &str) -> NewEvent {
+        let mut v = parse(body.as_bytes()).unwrap();
+        assert_eq!(v.len(), 1);
+        v.remove(0)
+    }
+
+    #[test]
+    fn reads_items_of_both_formats() {
+        let e = one(
+            r#"{"items":[{"channel":"orders-42","id":"7","prev-id":"6","formats":{
+                "http-stream":{"content":"hi\n"},
+                "http-response":{"code":201,"headers":{"X-A":"1"},"body-bin":"aGk="},
+                "ws-message":{"content":"ignored"}}}]}"#,
+        );
+        assert_eq!(e.topics[0].as_str(), "orders-42");
+        assert_eq!(e.idempotency_key.as_deref(), Some("7"));
+        let g = e.grip.unwrap();
+        assert_eq!(g.stream, Some(StreamPart::Content(b"hi\n".to_vec())));
+        let r = g.response.clone().unwrap();
+        assert_eq!((r.code, r.body.as_slice()), (201, &b"hi"[..]));
+        assert_eq!(r.headers, [("X-A".to_owned(), "1".to_owned())]);
+        let close =
+            one(r#"{"items":[{"channel":"a","formats":{"http-stream":{"action":"close"}}}]}"#);
+        assert_eq!(close.grip.unwrap().stream, Some(StreamPart::Close));
+        let pairs = one(
+            r#"{"items":[{"channel":"a","formats":{"http-response":{"headers":[["Set-Cookie","a=1"],["Set-Cookie","b=2"]]}}}]}"#,
+        );
+        let r = pairs.grip.unwrap().response.clone().unwrap();
+        assert_eq!((r.code, r.headers.len()), (200, 2));
+    }
+
+    #[test]
+    fn names_the_field_of_a_bad_item() {
+        let cases = [
+            (r#"[]"#, "body", "expected an object"),
+            (
+                r#"{"item":[]}"#,
+                "item",
+                "unknown field `item`, expected `items`",
+            ),
+            (r#"{"items":[]}"#, "items", "at least one item"),
+            (
+                r#"{"items":[{"formats":{"http-stream":{"content":"x"}}}]}"#,
+                "items[0]",
+                "missing field `channel`",
+            ),
+            (
+                r#"{"items":[{"channel":"a b","formats":{"http-stream":{"content":"x"}}}]}"#,
+                "items[0].channel",
+                "not allowed",
+            ),
+            (
+                r#"{"items":[{"channel":"a","formats":{"ws-message":{"content":"x"}}}]}"#,
+                "items[0].formats",
+                "http-stream or an http-response",
+            ),
+            (
+                r#"{"items":[{"channel":"a","formats":{"http-stream":{"content-bin":"%%"}}}]}"#,
+                "items[0].formats.http-stream.content-bin",
+                "base64",
+            ),
+            (
+                r#"{"items":[{"channel":"a","formats":{"http-stream":{"content":"x","action":"close"}}}]}"#,
+                "items[0].formats.http-stream",
+                "one of content",
+            ),
+            (
+                r#"{"items":[{"channel":"a","formats":{"http-response":{"code":99}}}]}"#,
+                "items[0].formats.http-response.code",
+                "200 to 599",
+            ),
+            (
+                r#"{"items":[{"channel":"a","formats":{"http-response":{"headers":{"X-A":"1\r\nX-B: 2"}}}}]}"#,
+                "items[0].formats.http-response.headers",
+                "without line breaks",
+            ),
+            (
+                r#"{"items":[{"channel":"a","formats":{"http-response":{"reason":"OK\r\n"}}}]}"#,
+                "items[0].formats.http-response.reason",
+                "without line breaks",
+            ),
+            (
+                r#"{"items":[{"channel":"a","formats":{"http-response":{"headers":{"X A":"1"}}}}]}"#,
+                "items[0].formats.http-response.headers",
+                "expected a token",
+            ),
+        ];
+        for (body, field, msg) in cases {
+            let e = parse(body.as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{body}: {e}");
+            assert!(e.message.contains(msg), "{body}: {e}");
+        }
+    }
+}
