@@ -96,13 +96,15 @@ impl Held {
     async fn open(addr: &str, path: &str, headers: &[(&str, &str)]) -> Held {
         let mut conn = Conn::connect(addr).await;
         conn.get(path, headers).await;
-        let head = conn.head(WAIT).await;
+        let head = Box::pin(conn.head(WAIT)).await;
         Held { conn, head }
     }
 
-    /// The next chunk; `None` for the terminating one.
+    /// The next chunk; `None` for the terminating one. (Boxed: a read
+    /// holds a 64 KiB buffer, and a test that awaits many of them inline
+    /// would carry each in its own future, past a test thread's stack.)
     async fn chunk(&mut self) -> Option<Vec<u8>> {
-        self.conn.chunk(WAIT).await
+        Box::pin(self.conn.chunk(WAIT)).await
     }
 
     /// The next chunk as text; the stream must not end here.
@@ -511,7 +513,10 @@ async fn wrong_hold_instructions_from_the_app_give_502_and_a_log_line_naming_the
             &["Grip-Hold:stream", "Grip-Channel:bad name"],
             "Grip-Channel",
         ),
-        (&["Grip-Hold:response", "Grip-Channel:a,,b"], "Grip-Channel"),
+        (
+            &["Grip-Hold:response", "Grip-Channel:ok, bad name"],
+            "Grip-Channel",
+        ),
         (
             &[
                 "Grip-Hold:stream",
@@ -548,13 +553,14 @@ async fn wrong_hold_instructions_from_the_app_give_502_and_a_log_line_naming_the
             b"",
         )
         .await;
+        // sidecast's own 502, as for the app's other failures.
         assert_eq!(r.status, 502, "{headers:?}: {}", r.text());
         assert_eq!(
-            r.header("content-type"),
-            Some("application/json"),
+            r.header("sidecast-error"),
+            Some("grip-error"),
             "{headers:?}"
         );
-        assert!(r.json()["message"].is_string(), "{headers:?}: {}", r.text());
+        assert_eq!(r.text(), "502 Bad Gateway\n", "{headers:?}");
         let what = format!("a log line naming {named} for {headers:?}");
         sc.eventually(&what, || async { lines_naming(&sc, named) > before })
             .await;
@@ -595,14 +601,24 @@ async fn grip_publish_refuses_bad_bodies_naming_the_field_and_needs_the_token() 
             "items[1].formats.http-stream.content",
         ),
     ];
+    // Every case is tried; the failure lists each one that went wrong.
+    let mut wrong = Vec::new();
     for (body, field) in &cases {
         let r = grip_publish(&sc, body).await;
-        assert_eq!(r.status, 400, "{body}: {}", r.text());
-        assert_eq!(r.header("content-type"), Some("application/json"), "{body}");
         let v = r.json();
-        assert_eq!(v["field"], *field, "{body}: {v}");
-        assert!(v["message"].is_string(), "{v}");
+        let ok = r.status == 400
+            && r.header("content-type") == Some("application/json")
+            && v["field"] == *field
+            && v["message"].is_string();
+        if !ok {
+            wrong.push(format!(
+                "{body}: wanted 400 naming {field}, got {} {}",
+                r.status,
+                r.text()
+            ));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     // An item with neither http-stream nor http-response.
     let r = grip_publish(
         &sc,

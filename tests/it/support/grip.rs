@@ -129,7 +129,7 @@ impl GripApp {
     }
 
     pub async fn request(&self, method: &str, path: &str, body: &[u8]) -> Response {
-        http::request(&self.addr, method, path, &[], body).await
+        Box::pin(http::request(&self.addr, method, path, &[], body)).await
     }
 
     /// Has the app publish through its library; the app's answer (`200
@@ -232,6 +232,33 @@ fn alive(pid: u32, start: u64) -> bool {
     stat_of(pid).is_some_and(|(_, s)| s == start) && state == Some(false)
 }
 
+/// Whether `GET /stream` on the GRIP app through the proxy at `addr` is
+/// held within a second: `200` and the initial content, chunked.
+async fn holds_a_stream(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut io = tokio::net::TcpStream::connect(addr).await.ok()?;
+        io.write_all(b"GET /stream?channel=ready-probe HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(10).any(|w| w == b"initial\n\r\n") {
+            let n = io.read(&mut buf).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        Some(got.starts_with(b"HTTP/1.1 200 "))
+    };
+    tokio::time::timeout(Duration::from_secs(1), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
 impl Pushpin {
     /// Starts Pushpin routing every request to `app` (host:port) and waits
     /// until a request through it reaches the app. `None` when Pushpin is
@@ -325,16 +352,15 @@ impl Pushpin {
         Some(pp)
     }
 
-    /// Waits until the publish API accepts connections and a request
-    /// through Pushpin reaches the app (its services connect to each other
-    /// after the listening port is open).
+    /// Waits until the publish API accepts connections and a stream hold
+    /// through Pushpin works: its services connect to each other after the
+    /// listening port is open, and a hold needs them all (a request that
+    /// comes too early gets a `500` from Pushpin).
     async fn ready(&mut self) {
         let deadline = Instant::now() + WAIT;
         loop {
-            let up = super::ops::connects(&self.publish).await
-                && http::try_get(&self.public, "/ready")
-                    .await
-                    .is_some_and(|r| r.status == 200);
+            let up =
+                super::ops::connects(&self.publish).await && holds_a_stream(&self.public).await;
             if up {
                 return;
             }
