@@ -414,6 +414,17 @@ impl ProxyHttp for Proxy {
                 "GRIP hold on a request that cannot be held",
             ));
         }
+        if grip {
+            let names: Vec<http::HeaderName> = resp
+                .headers
+                .keys()
+                .filter(|n| crate::grip::instruct::is_grip_header(n.as_str().as_bytes()))
+                .cloned()
+                .collect();
+            for n in names {
+                resp.remove_header(&n);
+            }
+        }
         if frame_for_http10(session.req_header().version, resp) {
             session.set_keepalive(None);
         }

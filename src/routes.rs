@@ -48,7 +48,13 @@ pub struct RouteTable {
     pub events_label: Arc<str>,
     /// Longest prefix first.
     pub proxy: Vec<ProxyRoute>,
+    /// Some route honours GRIP holds (their streams are labelled
+    /// [`GRIP_LABEL`]).
+    pub grip: bool,
 }
+
+/// The route label of the streams and responses the app holds with GRIP.
+pub const GRIP_LABEL: &str = "grip";
 
 impl RouteTable {
     pub fn new(config: &Config) -> RouteTable {
@@ -75,7 +81,9 @@ impl RouteTable {
             }
         }
         proxy.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let grip = config.upstream.grip || proxy.iter().any(|r| r.grip);
         RouteTable {
+            grip,
             events,
             events_label: config.events.path.as_str().into(),
             events_path: config.events.path.clone(),
@@ -85,7 +93,9 @@ impl RouteTable {
 
     /// The events routes' labels in metrics and logs, `[events] path` first.
     pub fn labels(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(&*self.events_label).chain(self.events.iter().map(|r| &*r.label))
+        std::iter::once(&*self.events_label)
+            .chain(self.events.iter().map(|r| &*r.label))
+            .chain(self.grip.then_some(GRIP_LABEL))
     }
 
     /// Routes a request: `GET`, `HEAD` and `OPTIONS` try the events routes,

@@ -405,4 +405,114 @@ mod tests {
         h.close(Close::Shutdown);
         assert_eq!(stream.await.unwrap(), Ended::Closed(Close::Shutdown));
     }
+
+    fn held(beat: Option<Beat>) -> Settings {
+        Settings {
+            beat,
+            retry: Duration::from_secs(1),
+            chunked: true,
+            expires: None,
+            held: true,
+        }
+    }
+
+    fn grip_item(stream: crate::events::frame::StreamPart) -> Arc<Event> {
+        use crate::events::frame::{GripItem, NewEvent};
+        let new = NewEvent {
+            topics: vec![crate::topic::Topic::parse("t").unwrap()],
+            data: String::new(),
+            name: None,
+            user: None,
+            retry: None,
+            idempotency_key: None,
+            grip: Some(Arc::new(GripItem {
+                stream: Some(stream),
+                response: None,
+            })),
+        };
+        Arc::new(Event::new(1, "e1", &new))
+    }
+
+    /// A GRIP keep-alive in `interval` mode comes on a fixed clock, however
+    /// busy the stream; with no keep-alive a held stream stays silent.
+    #[tokio::test(start_paused = true)]
+    async fn a_grip_keep_alive_in_interval_mode_ignores_writes_and_none_is_silence() {
+        use crate::events::frame::{Reader, StreamPart};
+        let h = Arc::new(StreamHandle::new(
+            1,
+            None,
+            Box::new([]),
+            None,
+            Reader::Held,
+            8,
+        ));
+        let (mut io, mut peer) = tokio::io::duplex(4096);
+        let s = held(Some(Beat {
+            every: Duration::from_secs(10),
+            frame: Bytes::from_static(b"2\r\nka\r\n"),
+            interval: true,
+        }));
+        let stream = {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let latency = Histogram::new([1.0]);
+                run(&mut io, &h, Vec::new(), &s, &latency).await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        h.push(&grip_item(StreamPart::Content(b"x".to_vec())));
+        tokio::task::yield_now().await;
+        assert_eq!(drain(&mut peer), "1\r\nx\r\n");
+        // 10 s after the start, 4 s after the item: an interval beat is due.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(drain(&mut peer), "2\r\nka\r\n");
+        h.close(Close::Shutdown);
+        assert_eq!(stream.await.unwrap(), Ended::Closed(Close::Shutdown));
+
+        let quiet = Arc::new(StreamHandle::new(
+            2,
+            None,
+            Box::new([]),
+            None,
+            Reader::Held,
+            8,
+        ));
+        let (mut io, mut peer) = tokio::io::duplex(4096);
+        let stream = {
+            let h = quiet.clone();
+            tokio::spawn(async move {
+                let latency = Histogram::new([1.0]);
+                run(&mut io, &h, Vec::new(), &held(None), &latency).await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+        assert_eq!(drain(&mut peer), "", "no keep-alive asked: nothing written");
+        quiet.close(Close::Shutdown);
+        assert_eq!(stream.await.unwrap(), Ended::Closed(Close::Shutdown));
+    }
+
+    /// A GRIP close ends a held stream after the items queued before it,
+    /// and a held stream's end is the last chunk alone: no SSE of
+    /// sidecast's in the app's format.
+    #[tokio::test]
+    async fn a_grip_close_ends_a_held_stream_with_the_last_chunk_only() {
+        use crate::events::frame::{Reader, StreamPart};
+        let h = StreamHandle::new(1, None, Box::new([]), None, Reader::Held, 8);
+        h.push(&grip_item(StreamPart::Content(b"a".to_vec())));
+        h.push(&grip_item(StreamPart::Close));
+        h.push(&grip_item(StreamPart::Content(b"never".to_vec())));
+        let (mut io, mut peer) = tokio::io::duplex(4096);
+        let s = held(None);
+        let latency = Histogram::new([1.0]);
+        let ended = run(&mut io, &h, Vec::new(), &s, &latency).await;
+        assert!(
+            matches!(ended, Ended::Closed(Close::Disconnect { .. })),
+            "{ended:?}"
+        );
+        finish(&mut io, &ended, &s).await;
+        drop(io);
+        let mut got = String::new();
+        peer.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "1\r\na\r\n0\r\n\r\n");
+    }
 }

@@ -16,11 +16,9 @@ use crate::events::hub::{Refused, Start, Subscribe};
 use crate::events::stream::{jittered, Beat, Settings};
 use crate::http1::respond::{reason, Reply};
 use crate::metrics::RouteLabel;
+use crate::routes::GRIP_LABEL;
 use crate::state::{Runtime, Shared};
 use crate::subscribe::serve::Opened;
-
-/// The label of held streams and responses in metrics and logs.
-pub const ROUTE: &str = "grip";
 
 /// What the app answered, made ready for the client.
 #[derive(Debug)]
@@ -75,13 +73,23 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
         queue: rt.config.events.queue,
         reader,
     };
-    let (handle, opening) = match shared.hub.subscribe(req) {
+    // A drain closes the streams open when it starts: a hold made after
+    // would outlive it, so it is refused as an events stream is.
+    let subscribed = if shared.lifecycle.is_draining() {
+        Err(("draining", "draining"))
+    } else {
+        shared
+            .hub
+            .subscribe(req)
+            .map_err(|Refused::TooManyStreams| ("too many streams", "too-many-streams"))
+    };
+    let (handle, opening) = match subscribed {
         Ok(x) => x,
-        Err(Refused::TooManyStreams) => {
+        Err((reason, code)) => {
             let retry = jittered(rt.config.events.retry);
-            let r = Reply::error(503, "unavailable", "too many streams")
+            let r = Reply::error(503, "unavailable", reason)
                 .header("Retry-After", retry.div_ceil(1000).to_string())
-                .header("Sidecast-Error", "too-many-streams");
+                .header("Sidecast-Error", code);
             let _ = r.send(io, 1, false, false).await;
             return Served {
                 status: 503,
@@ -123,7 +131,7 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                 expires: None,
                 held: true,
             };
-            Opened::new(handle, first, settings, ROUTE.into(), shared)
+            Opened::new(handle, first, settings, GRIP_LABEL.into(), shared)
                 .run(&mut *io)
                 .await;
             Served {
@@ -136,7 +144,7 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                 .metrics
                 .streams_open
                 .get_or_create(&RouteLabel {
-                    route: ROUTE.to_owned(),
+                    route: GRIP_LABEL.to_owned(),
                 })
                 .clone();
             gauge.inc();

@@ -278,7 +278,9 @@ fn response_head(
         // A length beside chunked framing is void (RFC 9112 §6.3).
         let void_length =
             framing == Framing::Chunked && name.eq_ignore_ascii_case(b"content-length");
-        if nominated.drops(name, true) || void_length {
+        // On a GRIP route the app's `Grip-*` headers are for sidecast,
+        // held or not (a HEAD's answer, a response without a hold).
+        if nominated.drops(name, true) || void_length || (grip && instruct::is_grip_header(name)) {
             continue;
         }
         line(out, name, h.value);

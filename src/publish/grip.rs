@@ -25,7 +25,9 @@ struct Body {
 }
 
 /// One item; its formats are read one by one below (other formats, such
-/// as `ws-message`, are not sidecast's and are left aside).
+/// as `ws-message`, are not sidecast's and are left aside). They come in
+/// `formats`, or beside `channel` (what Python's `pubcontrol` sends):
+/// Pushpin takes both.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ItemBody {
@@ -35,11 +37,15 @@ struct ItemBody {
     #[serde(rename = "prev-id")]
     #[allow(dead_code)]
     prev_id: Option<String>,
-    formats: Map<String, Value>,
+    formats: Option<Map<String, Value>>,
     /// Pushpin passes it to its filters; sidecast has none.
     #[allow(dead_code)]
     meta: Option<Value>,
 }
+
+/// The formats GRIP defines (the names an item may carry beside
+/// `channel`).
+const FORMATS: [&str; 3] = ["http-stream", "http-response", "ws-message"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +54,27 @@ struct HttpStream {
     #[serde(rename = "content-bin")]
     content_bin: Option<Base64>,
     action: Option<StreamAction>,
+    #[serde(rename = "content-filters", default)]
+    _filters: NoFilters,
+}
+
+/// `content-filters`: sidecast frames an item once for every stream, so
+/// it applies none; an empty list (what libraries send by default) is
+/// accepted.
+#[derive(Default)]
+struct NoFilters;
+
+impl<'de> Deserialize<'de> for NoFilters {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<String>::deserialize(d)?;
+        if list.is_empty() {
+            Ok(NoFilters)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "sidecast applies no content filters; found {list:?} (an item is framed once for every stream)"
+            )))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -65,6 +92,8 @@ struct HttpResponse {
     body: Option<String>,
     #[serde(rename = "body-bin")]
     body_bin: Option<Base64>,
+    #[serde(rename = "content-filters", default)]
+    _filters: NoFilters,
 }
 
 /// Bytes given as base64 text.
@@ -167,11 +196,21 @@ fn format<T: for<'de> Deserialize<'de>>(
     }
 }
 
-fn item(i: usize, o: Map<String, Value>) -> Result<NewEvent, BodyError> {
-    let at = format!("items[{i}]");
-    let mut it: ItemBody = object(o, &format!("{at}."))?;
-    let at = format!("{at}.formats");
-    let stream = match format::<HttpStream>(&mut it.formats, "http-stream", &at)? {
+fn item(i: usize, mut o: Map<String, Value>) -> Result<NewEvent, BodyError> {
+    let item_at = format!("items[{i}]");
+    let beside: Map<String, Value> = FORMATS.iter().filter_map(|f| o.remove_entry(*f)).collect();
+    let it: ItemBody = object(o, &format!("{item_at}."))?;
+    let (mut formats, at) = match it.formats {
+        Some(_) if !beside.is_empty() => {
+            return Err(err(
+                &item_at,
+                "give the formats in formats or beside channel, not both",
+            ))
+        }
+        Some(f) => (f, format!("{item_at}.formats")),
+        None => (beside, item_at),
+    };
+    let stream = match format::<HttpStream>(&mut formats, "http-stream", &at)? {
         None => None,
         Some(s) => Some(match (s.content, s.content_bin, s.action) {
             (Some(c), None, None) => StreamPart::Content(c.into_bytes()),
@@ -185,7 +224,7 @@ fn item(i: usize, o: Map<String, Value>) -> Result<NewEvent, BodyError> {
             }
         }),
     };
-    let response = match format::<HttpResponse>(&mut it.formats, "http-response", &at)? {
+    let response = match format::<HttpResponse>(&mut formats, "http-response", &at)? {
         None => None,
         Some(r) => {
             let body = match (r.body, r.body_bin) {
@@ -267,14 +306,26 @@ mod tests {
         let r = g.response.clone().unwrap();
         assert_eq!((r.code, r.body.as_slice()), (201, &b"hi"[..]));
         assert_eq!(r.headers, [("X-A".to_owned(), "1".to_owned())]);
-        let close =
-            one(r#"{"items":[{"channel":"a","formats":{"http-stream":{"action":"close"}}}]}"#);
+        let close = one(
+            r#"{"items":[{"channel":"a","formats":{"http-stream":{"action":"close","content-filters":[]}}}]}"#,
+        );
         assert_eq!(close.grip.unwrap().stream, Some(StreamPart::Close));
         let pairs = one(
             r#"{"items":[{"channel":"a","formats":{"http-response":{"headers":[["Set-Cookie","a=1"],["Set-Cookie","b=2"]]}}}]}"#,
         );
         let r = pairs.grip.unwrap().response.clone().unwrap();
         assert_eq!((r.code, r.headers.len()), (200, 2));
+    }
+
+    /// Python's `pubcontrol` puts the formats beside `channel`.
+    #[test]
+    fn reads_formats_beside_the_channel() {
+        let e = one(
+            r#"{"items":[{"channel":"a","id":"1","http-stream":{"content":"x","content-filters":[]},"http-response":{"body":""}}]}"#,
+        );
+        let g = e.grip.unwrap();
+        assert_eq!(g.stream, Some(StreamPart::Content(b"x".to_vec())));
+        assert!(g.response.is_some());
     }
 
     #[test]
@@ -301,6 +352,21 @@ mod tests {
                 r#"{"items":[{"channel":"a","formats":{"ws-message":{"content":"x"}}}]}"#,
                 "items[0].formats",
                 "http-stream or an http-response",
+            ),
+            (
+                r#"{"items":[{"channel":"a","ws-message":{"content":"x"}}]}"#,
+                "items[0]",
+                "http-stream or an http-response",
+            ),
+            (
+                r#"{"items":[{"channel":"a","http-stream":{"content":"x"},"formats":{}}]}"#,
+                "items[0]",
+                "not both",
+            ),
+            (
+                r#"{"items":[{"channel":"a","http-stream":{"content":"x","content-filters":["build-id"]}}]}"#,
+                "items[0].http-stream.content-filters",
+                "no content filters",
             ),
             (
                 r#"{"items":[{"channel":"a","formats":{"http-stream":{"content-bin":"%%"}}}]}"#,

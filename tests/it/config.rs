@@ -603,3 +603,50 @@ fn check_whose_reader_went_away_still_gives_its_verdict() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// GRIP's keys: a wrong type is named where it stands, and a Grip-Sig key
+/// variable that is named but not set stops the start (an app that checks
+/// Grip-Sig would refuse every request); set, `check` masks it.
+#[test]
+fn grip_keys_are_checked_and_the_sig_key_is_masked() {
+    let text = "[upstream]\ngrip = \"yes\"\ngrip_sig_key_env = \"SIDECAST_TEST_GRIP_ABSENT\"\n\
+                [[routes]]\nprefix = \"/live/\"\nupstream = \"http://127.0.0.1:4000\"\ngrip = 1\n";
+    let path = write_config("grip", text);
+    let out = check(&path, &[SECRET_ENV]);
+    assert_ne!(out.code, Some(0));
+    assert_problems(
+        &path,
+        text,
+        &out.problems(&path),
+        &[
+            (
+                "grip = \"yes\"",
+                "\"yes\"",
+                "upstream.grip",
+                "expected true or false",
+            ),
+            (
+                "grip_sig_key_env",
+                "\"SIDECAST",
+                "upstream.grip_sig_key_env",
+                "SIDECAST_TEST_GRIP_ABSENT is not set",
+            ),
+            ("grip = 1", "1", "routes[0].grip", "expected true or false"),
+        ],
+    );
+    let ok = "[upstream]\ngrip = true\ngrip_sig_key_env = \"SIDECAST_TEST_GRIP_KEY\"\n";
+    let path = write_config("grip-ok", ok);
+    let out = check(
+        &path,
+        &[SECRET_ENV, ("SIDECAST_TEST_GRIP_KEY", "grip-secret-value")],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("grip = true"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("grip_sig_key_env = \"SIDECAST_TEST_GRIP_KEY\"  # value masked"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("grip-secret-value"));
+}

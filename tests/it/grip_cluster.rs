@@ -46,7 +46,11 @@ async fn a_stream_held_on_one_replica_gets_what_another_publishes() {
     let head = held.head(support::WAIT).await;
     assert_eq!(head.status, 200);
     assert_eq!(head.header("transfer-encoding"), Some("chunked"));
-    assert_eq!(head.header("grip-hold"), None, "no Grip-* header reaches the client");
+    assert_eq!(
+        head.header("grip-hold"),
+        None,
+        "no Grip-* header reaches the client"
+    );
     assert_eq!(held.chunk(support::WAIT).await.unwrap(), b"hello\n");
     // The hold is registered on B before the app's answer reaches the
     // client, so what A publishes now reaches it.
