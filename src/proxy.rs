@@ -6,7 +6,6 @@
 pub mod deadline;
 pub mod failure;
 pub mod forwarding;
-pub mod hop;
 pub mod lean;
 mod pool;
 
@@ -376,7 +375,7 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
-        hop::strip_response(resp);
+        crate::http1::hop::strip_response(resp);
         if !resp.status.is_informational() {
             crate::http1::downstream::keep_app_date(
                 resp.headers.get(http::header::DATE).map(|v| v.as_bytes()),

@@ -14,6 +14,7 @@ use super::instruct::{Instruction, Mode};
 use crate::events::frame::{chunked, GripResponse, Reader};
 use crate::events::hub::{Refused, Start, Subscribe};
 use crate::events::stream::{jittered, Beat, Settings};
+use crate::http1::hop;
 use crate::http1::respond::{reason, Reply};
 use crate::metrics::RouteLabel;
 use crate::routes::GRIP_LABEL;
@@ -235,19 +236,10 @@ fn finish_head(out: &mut Vec<u8>, len: usize, keep: bool) {
 /// Whether an item's header may be sent as it is: framing and hop-by-hop
 /// headers are sidecast's to write.
 fn item_header_allowed(name: &str) -> bool {
-    const OWN: [&str; 9] = [
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "proxy-authenticate",
-    ];
-    !OWN.iter().any(|h| h.eq_ignore_ascii_case(name))
-        && !super::instruct::is_grip_header(name.as_bytes())
+    let name = name.as_bytes();
+    !hop::is_hop_by_hop(name)
+        && !name.eq_ignore_ascii_case(b"content-length")
+        && !super::instruct::is_grip_header(name)
 }
 
 /// An item's `http-response` as the answer to a response hold.

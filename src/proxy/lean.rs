@@ -24,13 +24,13 @@ use tokio::net::TcpStream;
 
 use super::failure::{self, Failure, GRIP_502, TIMEOUT_504, UNREACHABLE_502, UPSTREAM_502};
 use super::forwarding::{is_trusted, plan, Action};
-use super::hop::Nominated;
 use super::pool;
 use super::{GripSig, Routed};
 use crate::grip::hold::{self, Held};
 use crate::grip::instruct::{self, BadInstruction, Instruction};
 use crate::http1::chunked::{self, ChunkScan};
 use crate::http1::head::Head;
+use crate::http1::hop::Nominated;
 use crate::state::Shared;
 
 /// The access log's error for a response body silent past

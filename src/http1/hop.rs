@@ -15,6 +15,11 @@ const HOP: [&str; 6] = [
     "upgrade",
 ];
 
+/// Whether a header is hop-by-hop by definition (framing included).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
 /// The header names a set of `Connection` values nominates.
 #[derive(Debug, Default)]
 pub struct Nominated<'a>(Vec<&'a [u8]>);
@@ -52,8 +57,7 @@ impl<'a> Nominated<'a> {
         if keep_framing && name.eq_ignore_ascii_case(b"transfer-encoding") {
             return false;
         }
-        HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-            || self.0.iter().any(|t| t.eq_ignore_ascii_case(name))
+        is_hop_by_hop(name) || self.0.iter().any(|t| t.eq_ignore_ascii_case(name))
     }
 }
 
