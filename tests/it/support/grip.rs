@@ -65,7 +65,7 @@ impl GripApp {
             .unwrap_or_else(|e| panic!("run {} {}: {e}", python.display(), script.display()));
         let stdin = child.stdin.take().expect("stdin");
         let log = Arc::new(Mutex::new(Vec::new()));
-        {
+        let reader = {
             let log = log.clone();
             let stderr = child.stderr.take().expect("stderr");
             std::thread::spawn(move || {
@@ -75,8 +75,8 @@ impl GripApp {
                 {
                     log.lock().unwrap().push(line);
                 }
-            });
-        }
+            })
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
         std::thread::spawn(move || {
@@ -88,8 +88,9 @@ impl GripApp {
         let Some(port) = line.trim().strip_prefix("port ") else {
             let _ = child.kill();
             let _ = child.wait();
-            // The import error says which package is missing.
-            std::thread::sleep(Duration::from_millis(100));
+            // All of stderr, which ends with the process: an import error
+            // says which package is missing.
+            let _ = reader.join();
             panic!(
                 "the GRIP app did not start (is gripcontrol in the venv of \
                  SIDECAST_TEST_PYTHON? scripts/test installs tests/requirements.txt); \
