@@ -20,6 +20,7 @@ mod cursor;
 mod delivery;
 mod drain;
 mod forward_auth;
+mod grip;
 mod grip_cluster;
 mod jwks;
 mod listener;

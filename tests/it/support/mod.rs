@@ -5,6 +5,7 @@
 
 pub mod conn;
 pub mod delivery;
+pub mod grip;
 pub mod http;
 pub mod jwt;
 pub mod ops;
