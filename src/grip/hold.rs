@@ -162,7 +162,7 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                     keep_client: false,
                 },
                 Some(Ok(item)) => {
-                    let ok = write_item(io, &item, keep_client).await.is_ok();
+                    let ok = write_item(io, &item, &held.head, keep_client).await.is_ok();
                     Served {
                         status: item.code,
                         keep_client: ok && keep_client,
@@ -246,15 +246,35 @@ fn item_header_allowed(name: &str) -> bool {
 async fn write_item<C: AsyncWrite + Unpin>(
     io: &mut C,
     r: &GripResponse,
+    original: &[u8],
     keep: bool,
 ) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(128 + r.body.len());
+    let out = item_answer(r, original, keep);
+    write_all(io, &out).await
+}
+
+/// The answer to a response hold from an item: its status and body, the
+/// app's original headers (`original`, the held head) but those the item
+/// names, then the item's headers, as Pushpin answers. So what the app
+/// set on every answer (CORS, caching) holds for the published one too.
+fn item_answer(r: &GripResponse, original: &[u8], keep: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(original.len() + 128 + r.body.len());
     let reason_text = if r.reason.is_empty() {
         reason(r.code)
     } else {
         &r.reason
     };
     out.extend_from_slice(format!("HTTP/1.1 {} {reason_text}\r\n", r.code).as_bytes());
+    for line in original.split_inclusive(|&b| b == b'\n').skip(1) {
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        if !r
+            .headers
+            .iter()
+            .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name.trim_ascii()))
+        {
+            out.extend_from_slice(line);
+        }
+    }
     for (n, v) in &r.headers {
         if item_header_allowed(n) {
             out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
@@ -262,7 +282,7 @@ async fn write_item<C: AsyncWrite + Unpin>(
     }
     finish_head(&mut out, r.body.len(), keep);
     out.extend_from_slice(&r.body);
-    write_all(io, &out).await
+    out
 }
 
 async fn write_all<C: AsyncWrite + Unpin>(io: &mut C, bytes: &[u8]) -> std::io::Result<()> {
@@ -273,6 +293,25 @@ async fn write_all<C: AsyncWrite + Unpin>(io: &mut C, bytes: &[u8]) -> std::io::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The app's headers stay but for those the item sets; the item's
+    /// status, body and length replace the app's.
+    #[test]
+    fn a_published_answer_keeps_the_apps_other_headers() {
+        let original = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nAccess-Control-Allow-Origin: *\r\nX-App: 1\r\n";
+        let r = GripResponse {
+            code: 201,
+            reason: String::new(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: b"{}".to_vec(),
+        };
+        let got = String::from_utf8(item_answer(&r, original, true)).unwrap();
+        assert_eq!(
+            got,
+            "HTTP/1.1 201 Created\r\nAccess-Control-Allow-Origin: *\r\nX-App: 1\r\n\
+             content-type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        );
+    }
 
     #[test]
     fn an_items_framing_and_grip_headers_are_not_sent() {

@@ -884,9 +884,19 @@ async fn response_scenario(side: &Side) -> Vec<(u16, String)> {
     let mut conn = Conn::connect(&side.public).await;
     conn.get("/poll?channel=cmpt&timeout=1", &[]).await;
     let timed_out = conn.response("GET", Duration::from_secs(30)).await;
+    // The answer keeps the app's own headers beside the published ones.
+    let headers = |r: &support::conn::Reply| {
+        format!(
+            "X-App: {:?}, X-Pub: {:?}",
+            r.head.header("x-app"),
+            r.head.header("x-pub")
+        )
+    };
     vec![
         (answered.head.status, answered.text()),
+        (answered.head.status, headers(&answered)),
         (timed_out.head.status, timed_out.text()),
+        (timed_out.head.status, headers(&timed_out)),
     ]
 }
 
