@@ -22,6 +22,7 @@ mod drain;
 mod forward_auth;
 mod grip;
 mod grip_cluster;
+mod grip_raw;
 mod jwks;
 mod listener;
 mod ops;
