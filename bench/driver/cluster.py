@@ -16,7 +16,7 @@ import time
 from . import proc
 from .load import Sub, Subs, run_phase
 from .proc import Proc, free_port, wait_port
-from .report import f, table
+from .report import f, run_lines, table
 from .systems import Sidecast
 
 REPLICAS = ("a", "b", "c")
@@ -217,14 +217,7 @@ def markdown(res, meta, plan):
     rows = [_row("single node: 1 sidecast", res.get("single", {"error": "not run"})),
             _row(f"cluster: {len(REPLICAS)} replicas + Redis", res.get("cluster",
                                                                        {"error": "not run"}))]
-    return "\n".join([
-        f"Run: `{meta['command']}` ({'quick' if meta['quick'] else 'full'} mode), "
-        f"{meta['started']}, {meta['duration_min']:.1f} min.",
-        "",
-        f"Machine: {meta['nproc']} cores ({meta['cpu']}), {meta['mem_gib']:.1f} GiB memory, "
-        f"kernel {meta['kernel']}; 1-minute load average at the start: "
-        f"**{meta['loadavg']}** (at the end: {meta['loadavg_end']}).",
-        "",
+    return "\n".join(run_lines(meta) + [
         f"Versions: {meta['versions'].get('sidecast', '?')}; Redis {res.get('redis_version')} "
         "(`--save \"\" --appendonly no`).",
         "",

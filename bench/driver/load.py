@@ -87,12 +87,17 @@ class Subs:
     def pids(self):
         return [s.p.pid for s in self.subs if s.p.poll() is None]
 
-    def open_now(self):
-        total = 0
+    def stats(self):
+        """Streams open now, and why the others ended so far (summed over
+        the generator processes)."""
+        total, reasons = 0, {}
         for s in self.subs:
             s.send("stats")
-            total += s.expect("stats", 30)["open"]
-        return total
+            st = s.expect("stats", 30)
+            total += st["open"]
+            for k, v in st["close_reasons"].items():
+                reasons[k] = reasons.get(k, 0) + v
+        return total, reasons
 
     def close(self):
         for s in self.subs:
@@ -166,6 +171,7 @@ def run_phase(loadgen, system, subs, phase, count, rate, wait_s):
         "expected": expected,
         "delivered": delivered,
         "delivered_pct": 100.0 * delivered / expected if expected else 0.0,
+        "complete_streams": sum(r["complete_streams"] for r in reports),
         "duplicates": sum(r["duplicates"] for r in reports),
         "out_of_order": sum(r["out_of_order"] for r in reports),
         "reordered_concurrent": sum(r["reordered_concurrent"] for r in reports),

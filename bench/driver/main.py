@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from . import cluster, passthrough, profile, report
+from . import cluster, grip, passthrough, profile, report
 from .scenarios import OPTIONAL, SCENARIOS, Ctx, Plan, run_streams
 from .systems import Nchan, Origin, PingoraReference, Pushpin, Sidecast
 
@@ -25,6 +25,8 @@ MARK_BEGIN = "<!-- results:begin (written by bench/run) -->"
 MARK_END = "<!-- results:end -->"
 CLUSTER_BEGIN = "<!-- cluster:begin (written by bench/run --scenarios g) -->"
 CLUSTER_END = "<!-- cluster:end -->"
+GRIP_BEGIN = "<!-- grip:begin (written by bench/run --scenarios h) -->"
+GRIP_END = "<!-- grip:end -->"
 
 
 def log(msg):
@@ -115,17 +117,17 @@ def replace_marked(begin, end, md):
         log(f"updated {path}")
 
 
-def write_cluster(out_dir, name, results, meta, update_md):
-    """(g) has its own files and its own part of BENCHMARKS.md, so running
-    it alone leaves the other results as they are."""
+def write_section(out_dir, name, results, meta, md, markers, update_md):
+    """(g) and (h) have their own files and their own parts of
+    BENCHMARKS.md (between `markers`), so running one alone leaves the
+    other results as they are."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{name}.json"), "w") as fh:
         json.dump({"meta": meta, "results": results}, fh, indent=1)
-    md = cluster.markdown(results, meta, meta["plan"])
     with open(os.path.join(out_dir, f"{name}.md"), "w") as fh:
         fh.write(md)
     if update_md:
-        replace_marked(CLUSTER_BEGIN, CLUSTER_END, md)
+        replace_marked(*markers, md)
     log(f"wrote {out_dir}/{name}.json, .md")
     return md
 
@@ -170,8 +172,8 @@ def main(argv):
     ap.add_argument("--quick", action="store_true", help="small counts: a smoke run")
     ap.add_argument("--systems", default="sidecast,nchan,pushpin")
     ap.add_argument("--scenarios", default=SCENARIOS,
-                    help=f"any of {SCENARIOS}{OPTIONAL} ({OPTIONAL}: cluster vs single node, "
-                         "run only when named)")
+                    help=f"any of {SCENARIOS}{OPTIONAL} (g: cluster vs single node; h: GRIP "
+                         "holds, sidecast beside Pushpin; run only when named)")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     ap.add_argument("--keep", action="store_true",
@@ -194,6 +196,14 @@ def main(argv):
                     help="perf record sidecast (and sidecast-before) at the lowest "
                          "concurrency in a wrk run of its own, flame graphs into --out")
     pt.add_argument("--profile-seconds", type=int, default=5, metavar="S")
+    gr = ap.add_argument_group("GRIP holds (h)")
+    gr.add_argument("--grip-streams", metavar="N,N",
+                    help="held stream counts, one measured group each (default 2000,10000; "
+                         "--quick: 300,1000)")
+    gr.add_argument("--grip-items", type=int, metavar="M",
+                    help="items published to the held streams (default 60; --quick: 10)")
+    gr.add_argument("--grip-rate", type=float, metavar="R",
+                    help="items per second (default 2)")
     args = ap.parse_args(argv)
     names = [s for s in args.systems.split(",") if s]
     bad = [s for s in names if s not in report.SYSTEMS] + \
@@ -220,6 +230,23 @@ def main(argv):
                  "which --scenarios leaves out")
     if args.before and "sidecast" not in names:
         ap.error("--before compares with sidecast, which --systems leaves out")
+    if "h" in args.scenarios and not set(grip.SYSTEMS) & set(names):
+        ap.error("scenario h measures sidecast and Pushpin, which --systems leaves out")
+    grip_streams = None
+    if args.grip_streams:
+        try:
+            grip_streams = [int(c) for c in args.grip_streams.split(",") if c.strip()]
+        except ValueError:
+            grip_streams = []
+        if not grip_streams or min(grip_streams) < 1 or max(grip_streams) > 19_000:
+            ap.error(f"--grip-streams: expected stream counts between 1 and 19000 separated "
+                     f"by commas, got {args.grip_streams!r}")
+    if args.grip_items is not None and not 1 <= args.grip_items <= 10_000:
+        ap.error(f"--grip-items: expected 1 to 10000, got {args.grip_items}")
+    if args.grip_rate is not None and not 0.1 <= args.grip_rate <= 1000:
+        ap.error(f"--grip-rate: expected 0.1 to 1000 items per second, got {args.grip_rate}")
+    if (args.grip_streams or args.grip_items or args.grip_rate) and "h" not in args.scenarios:
+        ap.error("--grip-* apply to scenario h, which --scenarios leaves out")
 
     # a SIGTERM unwinds like Ctrl-C, so every process started is stopped
     signal.signal(signal.SIGTERM, _interrupt)
@@ -239,6 +266,10 @@ def main(argv):
     limit = raise_nofile()
     log(f"open-file limit {limit}; load average {meta['loadavg']}")
     plan = Plan(args.quick)
+    for key, v in (("streams", grip_streams), ("count", args.grip_items),
+                   ("rate", args.grip_rate)):
+        if v:
+            plan.h[key] = v
     if plan.d["streams"] + 200 > limit:
         plan.d["streams"] = max(limit - 500, 1000)
     work = tempfile.mkdtemp(prefix="scb-", dir="/tmp")
@@ -300,6 +331,8 @@ def main(argv):
                                                            pt, profiler)
         if "g" in args.scenarios:
             cluster.run_cluster(ctx, origin, sidecast, results)
+        if "h" in args.scenarios:
+            grip.run_grip(ctx, origin, sidecast, names, results)
     finally:
         for s in systems:
             s.stop()
@@ -324,6 +357,12 @@ def main(argv):
     for line in passthrough.guard_lines(results):
         print(line)
     if "g" in args.scenarios:
-        print(write_cluster(args.out, "cluster-quick" if args.quick else "cluster",
-                            results["g"], meta, update_md=not args.quick))
+        print(write_section(args.out, "cluster-quick" if args.quick else "cluster",
+                            results["g"], meta, cluster.markdown(results["g"], meta, meta["plan"]),
+                            (CLUSTER_BEGIN, CLUSTER_END), update_md=not args.quick))
+    if "h" in args.scenarios:
+        print(write_section(args.out, "grip-quick" if args.quick else "grip",
+                            results["h"], meta, grip.markdown(results["h"], meta, meta["plan"]),
+                            (GRIP_BEGIN, GRIP_END),
+                            update_md=not args.quick and set(grip.SYSTEMS) <= set(names)))
     return 0

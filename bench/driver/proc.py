@@ -79,6 +79,26 @@ def memory_kib(pids):
     return rss, pss
 
 
+def by_name(pids):
+    """{process name: [RSS KiB, CPU seconds, how many]} over the live
+    processes in `pids`, so that a system of several processes (Pushpin's
+    runner, condure, zurl, proxy and handler) shows which of them holds the
+    memory and uses the CPU."""
+    out = {}
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        rss, _ = memory_kib([p])
+        row = out.setdefault(name, [0, 0.0, 0])
+        row[0] += rss
+        row[1] += cpu_seconds([p])
+        row[2] += 1
+    return out
+
+
 class Proc:
     """One started process (and its descendants), logging to a file."""
 

@@ -361,19 +361,25 @@ def svg(res, plan, title):
     return "\n".join(parts) + "\n"
 
 
+def run_lines(meta):
+    """The command, when and how long, and the machine with its load
+    average at the start and end: the head of every results section."""
+    return [f"Run: `{meta['command']}` ({'quick' if meta['quick'] else 'full'} mode), "
+            f"{meta['started']}, {meta['duration_min']:.1f} min.",
+            "",
+            f"Machine: {meta['nproc']} cores ({meta['cpu']}), {meta['mem_gib']:.1f} GiB memory, "
+            f"kernel {meta['kernel']}; 1-minute load average at the start: "
+            f"**{meta['loadavg']}** (at the end: {meta['loadavg_end']}).",
+            ""]
+
+
 def markdown(res, meta):
     p = meta["plan"]
-    out = [f"Run: `{meta['command']}` ({'quick' if meta['quick'] else 'full'} mode), "
-           f"{meta['started']}, {meta['duration_min']:.1f} min.",
-           "",
-           f"Machine: {meta['nproc']} cores ({meta['cpu']}), {meta['mem_gib']:.1f} GiB memory, "
-           f"kernel {meta['kernel']}; 1-minute load average at the start: "
-           f"**{meta['loadavg']}** (at the end: {meta['loadavg_end']}).",
-           "",
-           "Versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()) + ".",
-           "",
-           "Configuration: " + "; ".join(f"**{k}**: {v}" for k, v in meta["notes"].items()) + ".",
-           ""]
+    out = run_lines(meta) + [
+        "Versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()) + ".",
+        "",
+        "Configuration: " + "; ".join(f"**{k}**: {v}" for k, v in meta["notes"].items()) + ".",
+        ""]
     sections = [
         ("a", f"(a) {f(p['ten_k']['streams'])} idle streams, then one publish to all",
          lambda: idle_table(res, "a")),

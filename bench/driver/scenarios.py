@@ -9,8 +9,9 @@ from .load import Subs, run_phase
 
 # (a) idle + one publish, (c) fan-out and (e) saturation share 10,000 streams
 SCENARIOS = "abcdef"
-# (g) cluster vs single node runs only when asked for (it needs redis-server)
-OPTIONAL = "g"
+# (g) cluster vs single node and (h) GRIP holds, sidecast beside Pushpin,
+# run only when asked for ((g) needs redis-server)
+OPTIONAL = "gh"
 
 
 class Plan:
@@ -24,6 +25,7 @@ class Plan:
             self.c = dict(count=20, rate=10)
             self.d = dict(streams=2000, procs=2)
             self.g = dict(streams=300, count=20, rate=10)
+            self.h = dict(streams=[300, 1000], count=10, rate=2, wait_s=10)
             self.sat_rates = [1, 10, 30, 100, 300, 1000]
             self.sat_step_s = 2
             self.settle_s = 1
@@ -35,6 +37,9 @@ class Plan:
             self.c = dict(count=100, rate=10)
             self.d = dict(streams=19_500, procs=4)
             self.g = dict(streams=3000, count=100, rate=20)
+            # rate: low enough that Pushpin, too, can be measured at 10,000
+            # streams ((e): it fell behind at 1 event/s there)
+            self.h = dict(streams=[2000, 10_000], count=60, rate=2, wait_s=30)
             self.sat_rates = [1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
                               1000, 1500, 2000, 3000, 5000]
             self.sat_step_s = 5
@@ -61,19 +66,22 @@ class Ctx:
         return self.phase
 
 
-def _group(ctx, system, streams, procs, body):
-    """Starts `system`, opens `streams`, runs `body(subs, base_memory)`."""
+def group(ctx, system, streams, procs, body):
+    """Starts `system`, opens `streams`, runs `body(subs, base_memory,
+    opening)`; stops the streams and the system however `body` ends."""
     system.start()
     try:
         time.sleep(0.5)
         base = proc.memory_kib(system.pids())
+        by_name = proc.by_name(system.pids())
         cpu0 = proc.cpu_seconds(system.pids())
         subs = Subs(ctx.loadgen, system, streams, procs, system.dir, ctx.plan.connect_timeout)
         ctx.log(f"  {system.name}: {subs.established}/{streams} streams open in "
                 f"{subs.connect_s:.1f}s {subs.errors or ''}")
         opening = {"asked": streams, "established": subs.established,
                    "connect_s": subs.connect_s, "connect_errors": subs.errors,
-                   "open_sut_cpu_s": proc.cpu_seconds(system.pids()) - cpu0}
+                   "open_sut_cpu_s": proc.cpu_seconds(system.pids()) - cpu0,
+                   "by_name_before": by_name}
         try:
             return body(subs, base, opening)
         finally:
@@ -82,16 +90,24 @@ def _group(ctx, system, streams, procs, body):
         system.stop()
 
 
-def _idle(ctx, system, subs, base, opening):
-    """Memory per held stream, then one publish to all of them."""
+def held_memory(ctx, system, subs, base):
+    """Once the streams have settled: how many are open, and the memory
+    they hold over the system's freshly started `base` (RSS, PSS)."""
     time.sleep(ctx.plan.settle_s)
-    open_now = subs.open_now()
+    open_now, closed = subs.stats()
     rss, pss = proc.memory_kib(system.pids())
-    one = run_phase(ctx.loadgen, system, subs, ctx.next_phase(), 1, 1, ctx.plan.wait_s)
-    return dict(opening, open=open_now, rss_base_kib=base[0], rss_kib=rss, pss_kib=pss,
+    return dict(open=open_now, closed_early=closed, rss_base_kib=base[0], rss_kib=rss,
+                pss_kib=pss,
                 rss_per_stream_kib=(rss - base[0]) / open_now if open_now else None,
                 pss_per_stream_kib=(pss - base[1]) / open_now if open_now else None,
-                processes=len(system.pids()), publish=one)
+                processes=len(system.pids()))
+
+
+def _idle(ctx, system, subs, base, opening):
+    """Memory per held stream, then one publish to all of them."""
+    mem = held_memory(ctx, system, subs, base)
+    one = run_phase(ctx.loadgen, system, subs, ctx.next_phase(), 1, 1, ctx.plan.wait_s)
+    return dict(opening, **mem, publish=one)
 
 
 def _fanout(ctx, system, subs, count, rate, opening):
@@ -152,7 +168,7 @@ def run_streams(ctx, system, which, results):
     p = ctx.plan
     if "b" in which:
         ctx.log(f"(b) {system.name}: fan-out {p.b['streams']} x {p.b['count']} at {p.b['rate']}/s")
-        results["b"][system.name] = _group(
+        results["b"][system.name] = group(
             ctx, system, p.b["streams"], p.b["procs"],
             lambda subs, base, o: _fanout(ctx, system, subs, p.b["count"], p.b["rate"], o))
     if any(s in which for s in "ace"):
@@ -170,10 +186,10 @@ def run_streams(ctx, system, which, results):
             if "e" in which:
                 results["e"][system.name] = _saturation(ctx, system, subs, opening)
 
-        _group(ctx, system, p.ten_k["streams"], p.ten_k["procs"], body)
+        group(ctx, system, p.ten_k["streams"], p.ten_k["procs"], body)
     if "d" in which:
         ctx.log(f"(d) {system.name}: {p.d['streams']} idle streams")
-        results["d"][system.name] = _group(
+        results["d"][system.name] = group(
             ctx, system, p.d["streams"], p.d["procs"],
             lambda subs, base, o: _idle(ctx, system, subs, base, o))
         d = results["d"][system.name]

@@ -12,6 +12,10 @@ import subprocess
 from .proc import Proc, free_port, wait_http, wait_port
 
 TOPIC = "bench"
+# The GRIP app's held path (scenario h): the origin answers it with a stream
+# hold on TOPIC and this initial body, an SSE comment the readers skip.
+GRIP_PATH = "/stream"
+GRIP_INITIAL = ": held\\n\\n"
 
 
 def nproc():
@@ -44,8 +48,11 @@ http {{
 
 class Origin:
     """The app behind the proxies: nginx answering `GET /` with a small
-    static body (the fast origin of the pass-through scenario), and
-    `/events` with a GRIP hold for Pushpin."""
+    static body (the fast origin of the pass-through scenario), `/events`
+    with a GRIP hold for Pushpin, and GRIP_PATH with a GRIP hold and a short
+    initial body: the GRIP app of scenario (h), the same for sidecast and
+    Pushpin (nginx answers from its config, so the app's own cost stays
+    small and out of the measured processes)."""
 
     name = "origin"
 
@@ -66,6 +73,12 @@ class Origin:
             add_header Cache-Control no-cache;
             default_type text/event-stream;
             return 200 "";
+        }}
+        location = {GRIP_PATH} {{
+            add_header Grip-Hold stream;
+            add_header Grip-Channel {TOPIC};
+            default_type text/event-stream;
+            return 200 "{GRIP_INITIAL}";
         }}
         location / {{
             default_type text/plain;
@@ -117,7 +130,7 @@ class Sidecast(System):
     pub_path = "/publish"
     sub_path = f"/events?topic={TOPIC}"
 
-    def __init__(self, work, origin, binary, max_streams, name=None, extra=""):
+    def __init__(self, work, origin, binary, max_streams, name=None, extra="", grip=False):
         # a replica of a cluster gets its own name, hence its own directory
         if name:
             self.name = name
@@ -125,18 +138,22 @@ class Sidecast(System):
         self.binary = binary
         self.max_streams = max_streams
         self.extra = extra
+        # `[upstream] grip = true`: the app's Grip-Hold is honoured (scenario h)
+        self.grip = grip
         # a command that runs sidecast as its child (`perf record ... --`):
         # perf cannot attach to a running process in every VM, but it can
         # always start one
         self.wrap = []
         self.notes = (f"`max_streams = {max_streams}`, `[auth] required = false`, "
-                      "`queue = 256`, `heartbeat = \"15s\"`, `history = 1000` (defaults)")
+                      "`queue = 256`, `heartbeat = \"15s\"`, `history = 1000` (defaults)"
+                      + (", `[upstream] grip = true`" if grip else ""))
 
     def start(self):
         self.starts += 1
         self.port, self.pub_port, admin = free_port(), free_port(), free_port()
         self.proxy_port = self.port
         conf = os.path.join(self.dir, "sidecar.toml")
+        grip = "\ngrip = true" if self.grip else ""
         with open(conf, "w") as f:
             f.write(f"""
 [listen]
@@ -145,7 +162,7 @@ publish = "127.0.0.1:{self.pub_port}"
 admin = "127.0.0.1:{admin}"
 
 [upstream]
-url = "http://127.0.0.1:{self.origin.port}"
+url = "http://127.0.0.1:{self.origin.port}"{grip}
 
 [events]
 heartbeat = "15s"

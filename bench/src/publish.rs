@@ -1,5 +1,7 @@
 //! The publisher: COUNT events at RATE per second, one event per request,
-//! each carrying its phase, sequence number and send time. Requests are
+//! each carrying its phase, sequence number and send time, in sidecast's
+//! `POST /publish` body, nchan's, or GRIP's `POST /publish/` body (Pushpin's
+//! publish API, and sidecast's own since it speaks GRIP). Requests are
 //! written one at a time in sequence order, each at its scheduled time, so
 //! a subscriber's out-of-order count is the system's.
 
@@ -38,7 +40,9 @@ pub const FLAGS: &[&str] = &[
 enum Kind {
     Sidecast,
     Nchan,
-    Pushpin,
+    /// GRIP's publish body, an `http-stream` item: what Pushpin takes, and
+    /// sidecast's `POST /publish/` too.
+    Grip,
 }
 
 struct Config {
@@ -60,10 +64,10 @@ fn config(a: &Args) -> Result<Config, String> {
     let kind = match a.str("kind", None)?.as_str() {
         "sidecast" => Kind::Sidecast,
         "nchan" => Kind::Nchan,
-        "pushpin" => Kind::Pushpin,
+        "grip" | "pushpin" => Kind::Grip,
         k => {
             return Err(format!(
-                "--kind: expected sidecast, nchan or pushpin, got {k:?}"
+                "--kind: expected sidecast, nchan, grip or pushpin (the same as grip), got {k:?}"
             ))
         }
     };
@@ -99,7 +103,9 @@ fn request(cfg: &Config, data: &str) -> Vec<u8> {
             format!("{{\"topic\":{},\"data\":{}}}", quote(&cfg.topic), quote(data)),
         ),
         Kind::Nchan => ("text/plain", data.to_string()),
-        Kind::Pushpin => (
+        // the item's content is SSE-shaped, so the subscribers' SSE reader
+        // finds the mark in a GRIP-held stream as in an events stream
+        Kind::Grip => (
             "application/json",
             format!(
                 "{{\"items\":[{{\"channel\":{},\"formats\":{{\"http-stream\":{{\"content\":{}}}}}}}]}}",
