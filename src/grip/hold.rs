@@ -45,15 +45,26 @@ pub struct Served {
     pub keep_client: bool,
 }
 
-/// Serves a hold on `io`. `keep_client`: the client's connection may stay
-/// open after a complete answer (a response hold's).
-pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
+/// What a hold leaves to the connection's owner.
+pub enum Begun {
+    /// A held stream, subscribed and ready: run as a task of its own (like
+    /// an events stream, so that it keeps only the connection and the
+    /// writer, not the room of the request that made it).
+    Stream(Opened),
+    /// A response hold, answered (or a refusal).
+    Served(Served),
+}
+
+/// Begins a hold on `io`: a stream is subscribed and handed back; a
+/// response hold is waited for and answered here. `keep_client`: the
+/// client's connection may stay open after a complete answer.
+pub async fn begin<C: AsyncRead + AsyncWrite + Unpin>(
     io: &mut C,
     held: Held,
     shared: &Shared,
     rt: &Runtime,
     keep_client: bool,
-) -> Served {
+) -> Begun {
     let i = &held.instruction;
     // The first channel's prev-id given: sidecast ids are one order over
     // every topic, so one cursor serves them all.
@@ -92,10 +103,10 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                 .header("Retry-After", retry.div_ceil(1000).to_string())
                 .header("Sidecast-Error", code);
             let _ = r.send(io, 1, false, false).await;
-            return Served {
+            return Begun::Served(Served {
                 status: 503,
                 keep_client: false,
-            };
+            });
         }
     };
     // A prev-id sidecast does not know (or history lost) opens live: a
@@ -132,13 +143,13 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                 expires: None,
                 held: true,
             };
-            Opened::new(handle, first, settings, GRIP_LABEL.into(), shared)
-                .run(&mut *io)
-                .await;
-            Served {
-                status: held.status,
-                keep_client: false,
-            }
+            Begun::Stream(Opened::new(
+                handle,
+                first,
+                settings,
+                GRIP_LABEL.into(),
+                shared,
+            ))
         }
         Mode::Response => {
             let gauge = shared
@@ -155,7 +166,7 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
             };
             shared.hub.unsubscribe(&handle);
             gauge.dec();
-            match answer {
+            Begun::Served(match answer {
                 // The client went away.
                 None => Served {
                     status: 0,
@@ -180,7 +191,7 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                         keep_client: ok && keep,
                     }
                 }
-            }
+            })
         }
     }
 }

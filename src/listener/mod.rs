@@ -309,13 +309,21 @@ async fn serve_one<C: Conn>(
     let fast_path = routed.runtime().config.upstream.fast_path || routed.grip();
     if fast_path && crate::proxy::lean::eligible(&head) {
         shared.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
-        let keep = crate::proxy::lean::relay(&mut io, buf, &head, peer, &routed, shared).await;
+        let after = crate::proxy::lean::relay(&mut io, buf, &head, peer, &routed, shared).await;
         shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if keep {
-            return Some((io.kept(), settings));
-        }
-        linger(&mut io).await;
-        return None;
+        return match after {
+            After::KeepAlive => Some((io.kept(), settings)),
+            After::Close => {
+                linger(&mut io).await;
+                None
+            }
+            // A stream the app held with GRIP: a task of its own, as an
+            // events stream (and counted as a stream, no longer in flight).
+            After::Stream(opened) => {
+                tokio::spawn(opened.run(io));
+                None
+            }
+        };
     }
     // Only what a late-headers answer needs outlives the routing (a
     // WebSocket can be proxied for hours).

@@ -26,12 +26,13 @@ use super::failure::{self, Failure, GRIP_502, TIMEOUT_504, UNREACHABLE_502, UPST
 use super::forwarding::{is_trusted, plan, Action};
 use super::pool;
 use super::{GripSig, Routed};
-use crate::grip::hold::{self, Held};
+use crate::grip::hold::{self, Begun, Held};
 use crate::grip::instruct::{self, BadInstruction, Instruction};
 use crate::http1::chunked::{self, ChunkScan};
 use crate::http1::head::Head;
 use crate::http1::hop::Nominated;
 use crate::state::Shared;
+use crate::subscribe::serve::After;
 
 /// The access log's error for a response body silent past
 /// `body_idle_timeout`.
@@ -368,7 +369,8 @@ fn record(
 /// Relays one plain request to its upstream and the response back. `buf`
 /// holds the request head (and maybe body bytes and pipelined requests):
 /// this request's bytes are taken from it, the rest is left for the next
-/// head. Returns whether the client's connection may serve another request.
+/// head. Returns what the client's connection does next: another request,
+/// close, or carry a stream the app held with GRIP.
 pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     io: &mut C,
     buf: &mut Vec<u8>,
@@ -376,7 +378,7 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     routed: &Routed,
     shared: &Shared,
-) -> bool {
+) -> After {
     let started = Instant::now();
     let up = &routed.runtime().config.upstream;
     let length = content_length(head);
@@ -405,16 +407,27 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     )
     .await;
     let (Ok(mut ended) | Err(mut ended)) = ended;
+    let mut stream = None;
     if let Some(held) = ended.held.take() {
-        let served = hold::serve(io, *held, shared, routed.runtime(), !close_client).await;
-        ended.status = served.status;
-        ended.keep_client = served.keep_client;
+        match hold::begin(io, *held, shared, routed.runtime(), !close_client).await {
+            Begun::Served(served) => {
+                ended.status = served.status;
+                ended.keep_client = served.keep_client;
+            }
+            // The access line is the exchange with the app, written as the
+            // hold begins; the stream's own lines follow it.
+            Begun::Stream(opened) => stream = Some(opened),
+        }
     }
     if ended.error == BODY_IDLE {
         shared.metrics.upstream_body_timeouts.inc();
     }
     record(shared, routed, head, peer, started, &ended);
-    ended.keep_client && !close_client
+    match stream {
+        Some(opened) => After::Stream(opened),
+        None if ended.keep_client && !close_client => After::KeepAlive,
+        None => After::Close,
+    }
 }
 
 /// The `[upstream]` timeouts of one exchange: connecting, the response
