@@ -283,19 +283,8 @@ async fn serve_one<C: Conn>(
             route: index.map(|i| &rt.routes.events[i]),
             params,
         };
-        return match serve_events(&mut io, head, &rt, matched, shared, rechecks, peer).await {
-            After::KeepAlive => Some((io.kept(), settings)),
-            After::Close => {
-                linger(&mut io).await;
-                None
-            }
-            // A task of its own, sized to the stream alone: this task,
-            // which has room for every kind of request, ends here.
-            After::Stream(opened) => {
-                tokio::spawn(opened.run(io));
-                None
-            }
-        };
+        let after = serve_events(&mut io, head, &rt, matched, shared, rechecks, peer).await;
+        return then(io, after, settings).await;
     }
     let routed = Routed::new(rt, index);
     if crate::proxy::lean::tunnels(&head) {
@@ -310,20 +299,10 @@ async fn serve_one<C: Conn>(
     if fast_path && crate::proxy::lean::eligible(&head) {
         shared.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
         let after = crate::proxy::lean::relay(&mut io, buf, &head, peer, &routed, shared).await;
+        // A stream the app held with GRIP counts as a stream from here on,
+        // no longer as a proxied request in flight.
         shared.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
-        return match after {
-            After::KeepAlive => Some((io.kept(), settings)),
-            After::Close => {
-                linger(&mut io).await;
-                None
-            }
-            // A stream the app held with GRIP: a task of its own, as an
-            // events stream (and counted as a stream, no longer in flight).
-            After::Stream(opened) => {
-                tokio::spawn(opened.run(io));
-                None
-            }
-        };
+        return then(io, after, settings).await;
     }
     // Only what a late-headers answer needs outlives the routing (a
     // WebSocket can be proxied for hours).
@@ -395,6 +374,29 @@ async fn serve_one<C: Conn>(
 /// it: so the write side is shut first, and what arrives is read and
 /// dropped (never parsed) until the client closes, for at most
 /// `LINGER_TIME` and `LINGER_BYTES`.
+/// What the connection does after a request that sidecast answered or
+/// relayed itself: serve the next one, close, or carry a stream (an
+/// events stream, or one the app held with GRIP) as a task of its own,
+/// sized to the stream alone: this task, which has room for every kind of
+/// request, ends here.
+async fn then<C: Conn>(
+    mut io: C,
+    after: After,
+    settings: Option<HttpPersistentSettings>,
+) -> Option<Reused> {
+    match after {
+        After::KeepAlive => Some((io.kept(), settings)),
+        After::Close => {
+            linger(&mut io).await;
+            None
+        }
+        After::Stream(opened) => {
+            tokio::spawn(opened.run(io));
+            None
+        }
+    }
+}
+
 async fn linger<C: AsyncRead + AsyncWrite + Unpin>(io: &mut C) {
     use tokio::io::AsyncReadExt;
     const LINGER_TIME: Duration = Duration::from_secs(2);
