@@ -183,8 +183,7 @@ pub async fn begin<C: AsyncRead + AsyncWrite + Unpin>(
                 Some(Err(keep)) => {
                     let keep = keep && keep_client;
                     let mut out = held.head;
-                    finish_head(&mut out, held.body.len(), keep);
-                    out.extend_from_slice(&held.body);
+                    finish(&mut out, held.status, &held.body, keep);
                     let ok = write_all(io, &out).await.is_ok();
                     Served {
                         status: held.status,
@@ -235,13 +234,20 @@ async fn wait<C: AsyncRead + Unpin>(
 }
 
 /// Ends a head with `Content-Length` and, when the connection is not kept,
-/// `Connection: close`.
-fn finish_head(out: &mut Vec<u8>, len: usize, keep: bool) {
-    out.extend_from_slice(format!("Content-Length: {len}\r\n").as_bytes());
+/// `Connection: close`, then adds the body. A `204` or `304` has neither
+/// (a long-poll with `ETag`s answers `304` at its timeout).
+fn finish(out: &mut Vec<u8>, status: u16, body: &[u8], keep: bool) {
+    let bodiless = status == 204 || status == 304;
+    if !bodiless {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
     if !keep {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    if !bodiless {
+        out.extend_from_slice(body);
+    }
 }
 
 /// Whether an item's header may be sent as it is: framing and hop-by-hop
@@ -291,8 +297,7 @@ fn item_answer(r: &GripResponse, original: &[u8], keep: bool) -> Vec<u8> {
             out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
         }
     }
-    finish_head(&mut out, r.body.len(), keep);
-    out.extend_from_slice(&r.body);
+    finish(&mut out, r.code, &r.body, keep);
     out
 }
 
@@ -321,6 +326,23 @@ mod tests {
             got,
             "HTTP/1.1 201 Created\r\nAccess-Control-Allow-Origin: *\r\nX-App: 1\r\n\
              content-type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        );
+    }
+
+    /// A `304` answer (a long-poll with `ETag`s) carries no body and no
+    /// length of one.
+    #[test]
+    fn a_bodiless_answer_has_no_body() {
+        let r = GripResponse {
+            code: 304,
+            reason: String::new(),
+            headers: vec![("ETag".into(), "\"v2\"".into())],
+            body: b"ignored".to_vec(),
+        };
+        let got = String::from_utf8(item_answer(&r, b"HTTP/1.1 200 OK\r\n", false)).unwrap();
+        assert_eq!(
+            got,
+            "HTTP/1.1 304 Not Modified\r\nETag: \"v2\"\r\nConnection: close\r\n\r\n"
         );
     }
 

@@ -64,6 +64,8 @@ pub enum BadInstruction {
     Timeout(String),
     #[error("{0}: not valid UTF-8 text")]
     NotText(&'static str),
+    #[error("Grip-Hold: stream on a {0} response, which has no body to stream")]
+    Bodiless(u16),
 }
 
 /// Whether a header is GRIP's (`Grip-*`): never passed to the client of a
@@ -72,9 +74,10 @@ pub fn is_grip_header(name: &[u8]) -> bool {
     name.len() > 5 && name[..5].eq_ignore_ascii_case(b"grip-")
 }
 
-/// The hold the headers ask for; `None` when there is no `Grip-Hold`.
-/// Several `Grip-Channel` lines add up.
+/// The hold a response of `status` asks for with its headers; `None` when
+/// there is no `Grip-Hold`. Several `Grip-Channel` lines add up.
 pub fn parse<'a>(
+    status: u16,
     headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<Option<Instruction>, BadInstruction> {
     let mut hold = None;
@@ -110,6 +113,9 @@ pub fn parse<'a>(
     }
     let Some(hold) = hold else { return Ok(None) };
     let mode = if hold.eq_ignore_ascii_case("stream") {
+        if status == 204 || status == 304 {
+            return Err(BadInstruction::Bodiless(status));
+        }
         Mode::Stream
     } else if hold.eq_ignore_ascii_case("response") {
         Mode::Response
@@ -277,7 +283,23 @@ mod tests {
     use super::*;
 
     fn p(h: &[(&str, &str)]) -> Result<Option<Instruction>, BadInstruction> {
-        parse(h.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+        parse(200, h.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    }
+
+    /// A long-poll may hold a `304` (answered as it is at the timeout); a
+    /// stream has nothing to stream on one.
+    #[test]
+    fn a_bodiless_status_holds_a_response_but_not_a_stream() {
+        let h = |mode: &'static str| [("Grip-Hold", mode), ("Grip-Channel", "a")];
+        let parse_at = |status, mode| {
+            parse(
+                status,
+                h(mode).iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+            )
+        };
+        assert!(parse_at(304, "response").unwrap().is_some());
+        assert_eq!(parse_at(304, "stream"), Err(BadInstruction::Bodiless(304)));
+        assert_eq!(parse_at(204, "stream"), Err(BadInstruction::Bodiless(204)));
     }
 
     #[test]

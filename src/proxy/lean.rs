@@ -246,7 +246,9 @@ fn response_head(
     // Only the app's response, on a route with GRIP on, can ask for a
     // hold; a HEAD's answer has no body to hold.
     let hold = (grip && !is_head && code >= 200)
-        .then(|| instruct::parse(headers.iter().map(|h| (h.name.as_bytes(), h.value))).transpose())
+        .then(|| {
+            instruct::parse(code, headers.iter().map(|h| (h.name.as_bytes(), h.value))).transpose()
+        })
         .flatten();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(code.to_string().as_bytes());
