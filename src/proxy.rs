@@ -92,6 +92,12 @@ impl Routed {
             .map_or(self.rt.config.upstream.grip, |r| r.grip)
     }
 
+    /// `Some(max channels)` when GRIP holds are honoured on this route:
+    /// at most `[events] max_topics` channels, as for a subscriber.
+    pub fn grip_holds(&self) -> Option<usize> {
+        self.grip().then_some(self.rt.config.events.max_topics)
+    }
+
     /// What a request sent upstream carries of `Grip-Sig`.
     pub fn grip_sig(&self) -> GripSig {
         let token = self.rt.grip_sig.as_ref().map(|s| s.token());

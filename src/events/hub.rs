@@ -426,8 +426,10 @@ impl Hub {
                 grip: None,
             },
         ));
+        // SSE streams only: a GRIP hold carries the app's format, with no
+        // place for sidecast's notices.
         for h in s.streams.values() {
-            if !h.is_closed() && h.push(&reset) {
+            if h.reader == Reader::Sse && !h.is_closed() && h.push(&reset) {
                 self.metrics.resets.inc();
             }
         }

@@ -81,6 +81,13 @@ pub fn jittered(retry: Duration) -> u64 {
     fastrand::u64(ms..=ms.saturating_mul(3).max(ms))
 }
 
+/// `at + wait`, or a year after `at` when that cannot be told (a wait the
+/// clock cannot add is one that never comes in a stream's life).
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait)
+        .unwrap_or_else(|| at + Duration::from_secs(365 * 24 * 3600))
+}
+
 /// Writes all of `frames`, vectored, however the kernel splits it.
 pub async fn write_frames<W: AsyncWrite + Unpin>(
     io: &mut W,
@@ -170,7 +177,7 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
         .beat
         .as_ref()
         .map_or(Duration::from_secs(3600), |b| b.every);
-    let mut beat = pin!(sleep_until(last_write + every));
+    let mut beat = pin!(sleep_until(later(last_write, every)));
     let mut expiry = pin!(async {
         match s.expires {
             Some(at) => sleep_until(at).await,
@@ -218,7 +225,7 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
             _ = &mut beat, if s.beat.is_some() => {
                 let Some(b) = &s.beat else { continue };
                 let from = if b.interval { last_beat } else { last_write };
-                if from + b.every <= Instant::now() {
+                if later(from, b.every) <= Instant::now() {
                     let frame = std::slice::from_ref(&b.frame);
                     if or_slow(pin!(write_frames(io, frame)), handle).await.is_err() {
                         return Ended::Client;
@@ -227,7 +234,7 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
                     last_beat = last_write;
                 }
                 let from = if b.interval { last_beat } else { last_write };
-                beat.as_mut().reset(from + b.every);
+                beat.as_mut().reset(later(from, b.every));
             }
             r = io.read(&mut probe) => match r {
                 Ok(0) | Err(_) => return Ended::Client,

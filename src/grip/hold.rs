@@ -128,10 +128,26 @@ pub async fn begin<C: AsyncRead + AsyncWrite + Unpin>(
             if !replay.is_empty() {
                 shared.metrics.replays.inc();
             }
-            // A close in history was for the streams open then, not for
-            // one that resumes after it.
-            first.extend(replay.iter().filter(|e| !e.closes()).map(|e| e.wire(true)));
+            // A close published after the prev-id ends this stream too,
+            // after what came before it: it was published for the client
+            // whose place the prev-id keeps.
+            let close = replay.iter().position(|e| e.closes());
+            let upto = close.unwrap_or(replay.len());
+            first.extend(replay[..upto].iter().map(|e| e.wire(true)));
             drop(replay);
+            if close.is_some() {
+                shared.hub.unsubscribe(&handle);
+                first.push(Bytes::from_static(b"0\r\n\r\n"));
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    crate::events::stream::write_frames(io, &first),
+                )
+                .await;
+                return Begun::Served(Served {
+                    status: held.status,
+                    keep_client: false,
+                });
+            }
             let settings = Settings {
                 beat: i.keep_alive.as_ref().map(|k| Beat {
                     every: k.every,
@@ -166,6 +182,9 @@ pub async fn begin<C: AsyncRead + AsyncWrite + Unpin>(
             };
             shared.hub.unsubscribe(&handle);
             gauge.dec();
+            // A drain that began while it waited closes the connection
+            // after the answer, and the answer says so.
+            let keep_client = keep_client && !shared.lifecycle.is_draining();
             Begun::Served(match answer {
                 // The client went away.
                 None => Served {
@@ -207,10 +226,10 @@ async fn wait<C: AsyncRead + Unpin>(
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut batch = Vec::new();
-    let mut probe = [0u8; 1];
+    let mut probe = [0u8; 64];
     // Bytes from the client while it waits belong to a request after this
     // one, which this hold cannot give back: once read, the connection is
-    // not kept.
+    // not kept. It is read on all the same, to see the client go away.
     let mut keep = true;
     loop {
         tokio::select! {
@@ -225,7 +244,7 @@ async fn wait<C: AsyncRead + Unpin>(
                 Err(_) => return Some(Err(keep)),
             },
             _ = &mut deadline => return Some(Err(keep)),
-            r = io.read(&mut probe), if keep => match r {
+            r = io.read(&mut probe) => match r {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => keep = false,
             },

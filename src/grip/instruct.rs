@@ -66,6 +66,8 @@ pub enum BadInstruction {
     NotText(&'static str),
     #[error("Grip-Hold: stream on a {0} response, which has no body to stream")]
     Bodiless(u16),
+    #[error("Grip-Channel: {given} channels, more than [events] max_topics ({max})")]
+    TooManyChannels { given: usize, max: usize },
 }
 
 /// Whether a header is GRIP's (`Grip-*`): never passed to the client of a
@@ -75,43 +77,29 @@ pub fn is_grip_header(name: &[u8]) -> bool {
 }
 
 /// The hold a response of `status` asks for with its headers; `None` when
-/// there is no `Grip-Hold`. Several `Grip-Channel` lines add up.
+/// there is no `Grip-Hold` (the other `Grip-*` headers are then not read:
+/// they ask for nothing). Several `Grip-Channel` lines add up, to at most
+/// `max_channels` (`[events] max_topics`, as for a subscriber).
 pub fn parse<'a>(
     status: u16,
-    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    max_channels: usize,
 ) -> Result<Option<Instruction>, BadInstruction> {
-    let mut hold = None;
-    let mut channels = Vec::new();
-    let mut keep_alive = None;
-    let mut timeout = None;
-    for (name, value) in headers {
-        if !is_grip_header(name) {
-            continue;
-        }
-        let text = |what| {
-            std::str::from_utf8(value)
-                .map(str::trim)
-                .map_err(|_| BadInstruction::NotText(what))
-        };
-        match &name[5..] {
-            n if n.eq_ignore_ascii_case(b"hold") => hold = Some(text("Grip-Hold")?),
-            n if n.eq_ignore_ascii_case(b"channel") => {
-                channels.extend(parse_channels(text("Grip-Channel")?)?)
-            }
-            n if n.eq_ignore_ascii_case(b"keep-alive") => {
-                keep_alive = Some(parse_keep_alive(text("Grip-Keep-Alive")?)?)
-            }
-            n if n.eq_ignore_ascii_case(b"timeout") => {
-                let v = text("Grip-Timeout")?;
-                let secs: u64 = v
-                    .parse()
-                    .map_err(|_| BadInstruction::Timeout(v.to_owned()))?;
-                timeout = Some(Duration::from_secs(secs).min(MAX_TIMEOUT));
-            }
-            _ => {}
-        }
-    }
-    let Some(hold) = hold else { return Ok(None) };
+    let grip = headers.filter(|(name, _)| is_grip_header(name));
+    let named = |suffix: &'static [u8]| {
+        grip.clone()
+            .filter(move |(name, _)| name[5..].eq_ignore_ascii_case(suffix))
+            .map(|(_, v)| v)
+    };
+    let text = |value: &'a [u8], what| {
+        std::str::from_utf8(value)
+            .map(str::trim)
+            .map_err(|_| BadInstruction::NotText(what))
+    };
+    let Some(hold) = named(b"hold").last() else {
+        return Ok(None);
+    };
+    let hold = text(hold, "Grip-Hold")?;
     let mode = if hold.eq_ignore_ascii_case("stream") {
         if status == 204 || status == 304 {
             return Err(BadInstruction::Bodiless(status));
@@ -122,14 +110,38 @@ pub fn parse<'a>(
     } else {
         return Err(BadInstruction::Hold(hold.to_owned()));
     };
+    let mut channels = Vec::new();
+    for v in named(b"channel") {
+        channels.extend(parse_channels(text(v, "Grip-Channel")?)?);
+    }
     if channels.is_empty() {
         return Err(BadInstruction::NoChannel);
     }
+    if channels.len() > max_channels {
+        return Err(BadInstruction::TooManyChannels {
+            given: channels.len(),
+            max: max_channels,
+        });
+    }
+    let keep_alive = match named(b"keep-alive").last() {
+        Some(v) => Some(parse_keep_alive(text(v, "Grip-Keep-Alive")?)?),
+        None => None,
+    };
+    let timeout = match named(b"timeout").last() {
+        Some(v) => {
+            let v = text(v, "Grip-Timeout")?;
+            let secs: u64 = v
+                .parse()
+                .map_err(|_| BadInstruction::Timeout(v.to_owned()))?;
+            Duration::from_secs(secs).min(MAX_TIMEOUT)
+        }
+        None => DEFAULT_TIMEOUT,
+    };
     Ok(Some(Instruction {
         mode,
         channels,
         keep_alive,
-        timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
+        timeout,
     }))
 }
 
@@ -216,11 +228,16 @@ fn parse_keep_alive(value: &str) -> Result<KeepAlive, BadInstruction> {
         match k.as_str() {
             "format" => format = v,
             "timeout" => {
-                let secs: u64 = v.parse().ok().filter(|&s| s > 0).ok_or_else(|| {
-                    bad(format!(
-                        "timeout: expected whole seconds above 0, found {v:?}"
-                    ))
-                })?;
+                let secs: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|&s| s > 0 && s <= MAX_TIMEOUT.as_secs())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "timeout: expected whole seconds from 1 to {}, found {v:?}",
+                            MAX_TIMEOUT.as_secs()
+                        ))
+                    })?;
                 every = Duration::from_secs(secs);
             }
             "mode" => {
@@ -283,7 +300,7 @@ mod tests {
     use super::*;
 
     fn p(h: &[(&str, &str)]) -> Result<Option<Instruction>, BadInstruction> {
-        parse(200, h.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+        parse(200, h.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), 3)
     }
 
     /// A long-poll may hold a `304` (answered as it is at the timeout); a
@@ -295,6 +312,7 @@ mod tests {
             parse(
                 status,
                 h(mode).iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+                3,
             )
         };
         assert!(parse_at(304, "response").unwrap().is_some());
@@ -306,6 +324,14 @@ mod tests {
     fn no_hold_is_no_instruction() {
         assert_eq!(
             p(&[("Content-Type", "text/plain"), ("Grip-Channel", "a")]),
+            Ok(None)
+        );
+        // Without a hold the rest asks for nothing, wrong or not.
+        assert_eq!(
+            p(&[
+                ("Grip-Channel", "a b"),
+                ("Grip-Keep-Alive", "x; format=hex")
+            ]),
             Ok(None)
         );
     }
@@ -379,7 +405,19 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_be_followed_naming_the_header() {
-        let cases: [(&[(&str, &str)], &str); 7] = [
+        let cases: [(&[(&str, &str)], &str); 9] = [
+            (
+                &[("Grip-Hold", "stream"), ("Grip-Channel", "a, b, c, d")],
+                "4 channels, more than [events] max_topics (3)",
+            ),
+            (
+                &[
+                    ("Grip-Hold", "stream"),
+                    ("Grip-Channel", "a"),
+                    ("Grip-Keep-Alive", "x; timeout=18446744073709551615"),
+                ],
+                "timeout: expected whole seconds from 1 to 86400",
+            ),
             (
                 &[("Grip-Hold", "forever"), ("Grip-Channel", "a")],
                 "Grip-Hold: expected stream or response",

@@ -367,13 +367,6 @@ async fn serve_one<C: Conn>(
     Some((Kept::L4(l4), settings))
 }
 
-/// Closes a connection after sidecast's own final answer without losing
-/// that answer. Bytes the client sent that were never read (a refused
-/// body, a pipelined request) would make the kernel reset the connection
-/// on close, and a reset can discard the answer before the client reads
-/// it: so the write side is shut first, and what arrives is read and
-/// dropped (never parsed) until the client closes, for at most
-/// `LINGER_TIME` and `LINGER_BYTES`.
 /// What the connection does after a request that sidecast answered or
 /// relayed itself: serve the next one, close, or carry a stream (an
 /// events stream, or one the app held with GRIP) as a task of its own,
@@ -397,6 +390,13 @@ async fn then<C: Conn>(
     }
 }
 
+/// Closes a connection after sidecast's own final answer without losing
+/// that answer. Bytes the client sent that were never read (a refused
+/// body, a pipelined request) would make the kernel reset the connection
+/// on close, and a reset can discard the answer before the client reads
+/// it: so the write side is shut first, and what arrives is read and
+/// dropped (never parsed) until the client closes, for at most
+/// `LINGER_TIME` and `LINGER_BYTES`.
 async fn linger<C: AsyncRead + AsyncWrite + Unpin>(io: &mut C) {
     use tokio::io::AsyncReadExt;
     const LINGER_TIME: Duration = Duration::from_secs(2);

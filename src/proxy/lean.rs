@@ -186,7 +186,7 @@ fn response_head(
     out: &mut Vec<u8>,
     is_head: bool,
     close_client: bool,
-    grip: bool,
+    grip: Option<usize>,
 ) -> Result<Option<RespHead>, httparse::Error> {
     let mut slots = [httparse::EMPTY_HEADER; 64];
     let mut many;
@@ -245,11 +245,14 @@ fn response_head(
         };
     // Only the app's response, on a route with GRIP on, can ask for a
     // hold; a HEAD's answer has no body to hold.
-    let hold = (grip && !is_head && code >= 200)
-        .then(|| {
-            instruct::parse(code, headers.iter().map(|h| (h.name.as_bytes(), h.value))).transpose()
-        })
-        .flatten();
+    let hold = grip.filter(|_| !is_head && code >= 200).and_then(|max| {
+        instruct::parse(
+            code,
+            headers.iter().map(|h| (h.name.as_bytes(), h.value)),
+            max,
+        )
+        .transpose()
+    });
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(code.to_string().as_bytes());
     out.push(b' ');
@@ -283,7 +286,10 @@ fn response_head(
             framing == Framing::Chunked && name.eq_ignore_ascii_case(b"content-length");
         // On a GRIP route the app's `Grip-*` headers are for sidecast,
         // held or not (a HEAD's answer, a response without a hold).
-        if nominated.drops(name, true) || void_length || (grip && instruct::is_grip_header(name)) {
+        if nominated.drops(name, true)
+            || void_length
+            || (grip.is_some() && instruct::is_grip_header(name))
+        {
             continue;
         }
         line(out, name, h.value);
@@ -404,7 +410,7 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
         Answering {
             is_head: head.method == "HEAD",
             close_client,
-            grip: routed.grip(),
+            grip: routed.grip_holds(),
         },
     )
     .await;
@@ -448,8 +454,9 @@ struct Answering {
     is_head: bool,
     /// The client's connection closes after this answer.
     close_client: bool,
-    /// The route honours the app's GRIP hold headers.
-    grip: bool,
+    /// The route honours the app's GRIP hold headers, with at most this
+    /// many channels.
+    grip: Option<usize>,
 }
 
 fn failed(f: Failure, error: &'static str) -> Relayed {
@@ -792,7 +799,8 @@ pub async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     let up = &routed.runtime().config.upstream;
     let (addr, req) = upstream_request(buf, head, routed, peer, true, 0);
     buf.drain(..head.len);
-    let ended = upgrade(io, buf, &req, addr, up.connect_timeout, up.timeout).await;
+    let waits = (up.connect_timeout, up.timeout);
+    let ended = upgrade(io, buf, &req, addr, waits, routed.grip_holds()).await;
     let (Ok(ended) | Err(ended)) = ended;
     record(shared, routed, head, peer, started, &ended);
 }
@@ -802,8 +810,8 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
     early: &mut Vec<u8>,
     req: &[u8],
     addr: SocketAddr,
-    connect: Duration,
-    wait: Duration,
+    (connect, wait): (Duration, Duration),
+    grip: Option<usize>,
 ) -> Result<Relayed, Relayed> {
     let mut conn = match pool::connect(addr, connect).await {
         Ok(c) => c,
@@ -818,10 +826,17 @@ async fn upgrade<C: AsyncRead + AsyncWrite + Unpin>(
     let resp = loop {
         read_head_more(io, &mut conn, &mut rbuf, deadline, false).await?;
         out.clear();
-        match response_head(&rbuf, &mut out, false, true, false) {
+        match response_head(&rbuf, &mut out, false, true, grip) {
             Ok(Some(h)) if h.status == 101 => break h,
             Ok(Some(h)) if (100..200).contains(&h.status) => {
                 rbuf.drain(..h.len);
+            }
+            // A declined upgrade is a plain answer: on a GRIP route its
+            // hold cannot be followed (the request is not a plain one),
+            // and is never passed on as if it were the whole answer.
+            Ok(Some(h)) if h.hold.is_some() => {
+                tracing::warn!(target: "sidecast::grip", "the app asked for a GRIP hold on an upgrade request, which cannot be held: answered 502");
+                return Err(answer(io, GRIP_502, false, "GripInstruction").await);
             }
             Ok(Some(h)) => {
                 // The app declined the upgrade: its answer, then close.
@@ -926,7 +941,7 @@ mod tests {
     fn the_response_head_keeps_the_apps_headers() {
         let raw = b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nServer: app\r\nConnection: x-foo\r\nX-Foo: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok";
         let mut out = Vec::new();
-        let h = response_head(raw, &mut out, false, false, false)
+        let h = response_head(raw, &mut out, false, false, None)
             .unwrap()
             .unwrap();
         assert_eq!(h.framing, Framing::Length(2));
@@ -937,7 +952,7 @@ mod tests {
         );
         let raw = b"HTTP/1.0 200 OK\r\n\r\nbody";
         let mut out = Vec::new();
-        let h = response_head(raw, &mut out, false, false, false)
+        let h = response_head(raw, &mut out, false, false, None)
             .unwrap()
             .unwrap();
         assert_eq!((h.framing, h.reusable), (Framing::Close, false));
@@ -946,7 +961,7 @@ mod tests {
             .ends_with("Connection: close\r\n\r\n"));
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n";
         let mut out = Vec::new();
-        let h = response_head(raw, &mut out, false, false, false)
+        let h = response_head(raw, &mut out, false, false, None)
             .unwrap()
             .unwrap();
         assert_eq!(h.framing, Framing::Chunked);

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use super::body::{err, object, BodyError};
 use super::fields::{IdempotencyKey, TopicName};
 use crate::events::frame::{GripItem, GripResponse, NewEvent, StreamPart};
+use crate::topic::Topic;
 
 /// The body: `{"items": [...]}`.
 #[derive(Deserialize)]
@@ -253,14 +254,27 @@ fn item(i: usize, mut o: Map<String, Value>) -> Result<NewEvent, BodyError> {
         ));
     }
     Ok(NewEvent {
+        idempotency_key: it.id.map(|k| grip_key(&it.channel.0, &k.0)),
         topics: vec![it.channel.0],
         data: String::new(),
         name: None,
         user: None,
         retry: None,
-        idempotency_key: it.id.map(|k| k.0),
         grip: Some(Arc::new(GripItem { stream, response })),
     })
+}
+
+/// The idempotency key of a GRIP item: its `id` within its channel. GRIP
+/// apps number items per channel (each `prev-id` names the item before on
+/// the same channel), so one id on two channels is two items, and never
+/// one of `POST /publish`'s keys (a NUL starts no key a publisher sends).
+fn grip_key(channel: &Topic, id: &str) -> String {
+    format!("\0grip\0{channel}\0{id}")
+}
+
+/// The item's own `id` in a key made by [`grip_key`], for messages.
+pub fn item_id(key: &str) -> &str {
+    key.rsplit('\0').next().unwrap_or(key)
 }
 
 /// Parses a `POST /publish/` body (JSON) into events, in order.
@@ -300,7 +314,10 @@ mod tests {
                 "ws-message":{"content":"ignored"}}}]}"#,
         );
         assert_eq!(e.topics[0].as_str(), "orders-42");
-        assert_eq!(e.idempotency_key.as_deref(), Some("7"));
+        // An id is the item's within its channel.
+        let key = e.idempotency_key.as_deref().unwrap();
+        assert_eq!(key, "\0grip\0orders-42\u{0}7");
+        assert_eq!(item_id(key), "7");
         let g = e.grip.unwrap();
         assert_eq!(g.stream, Some(StreamPart::Content(b"hi\n".to_vec())));
         let r = g.response.clone().unwrap();

@@ -340,7 +340,9 @@ impl Publisher {
             Err(PublishError::Unavailable(e)) => unavailable(&e),
             Err(PublishError::KeyReused(e)) => match (format, e.index) {
                 // A GRIP item's key is its `id`.
-                (Format::Grip, Some(i)) => key_reused(&e.key, &format!("items[{i}].id"), "item"),
+                (Format::Grip, Some(i)) => {
+                    key_reused(grip::item_id(&e.key), &format!("items[{i}].id"), "item")
+                }
                 _ => key_reused(&e.key, &e.field, e.what),
             },
         }

@@ -80,6 +80,14 @@ impl Opened {
         let started = std::time::Instant::now();
         let handle = &self.handle;
         tracing::info!(target: "sidecast::stream", stream = handle.id, route = %self.route, user = handle.user.as_deref().unwrap_or("-"), "stream opened");
+        // Released however the writer ends, a panic or a cancelled task
+        // included: a stream that is gone never keeps its `max_streams`
+        // place or its count.
+        let registered = Registered {
+            hub: &self.hub,
+            handle,
+            gauge: &self.gauge,
+        };
         let ended = stream::run(
             &mut io,
             handle,
@@ -88,13 +96,27 @@ impl Opened {
             &self.metrics.delivery_latency,
         )
         .await;
-        self.hub.unsubscribe(handle);
-        self.gauge.dec();
+        drop(registered);
         self.metrics.closed(ended.label());
         // Boxed: the last words are written once, and their room is not
         // kept in every stream's task for its whole life.
         Box::pin(stream::finish(&mut io, &ended, &self.settings)).await;
         tracing::info!(target: "sidecast::stream", stream = handle.id, route = %self.route, reason = ended.label(), duration_ms = started.elapsed().as_millis() as u64, "stream closed");
+    }
+}
+
+/// A stream's place in the hub and in the open-streams gauge, given back
+/// when dropped.
+struct Registered<'a> {
+    hub: &'a Hub,
+    handle: &'a StreamHandle,
+    gauge: &'a Gauge,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.handle);
+        self.gauge.dec();
     }
 }
 

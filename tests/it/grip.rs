@@ -770,6 +770,20 @@ async fn a_prev_id_first_replays_the_items_published_after_it() {
     app.publish("ch", "five\n").await;
     assert_eq!(live.text().await, "five\n");
     assert_eq!(s.text().await, "five\n");
+
+    // A close published after the prev-id ends the stream that resumes
+    // there, after the items before it: it was published for that client.
+    let r = grip_publish(
+        &sc,
+        &json!({"items": [{"channel": "cl", "formats": {"http-stream": {"content": "seen\n"}}}]}),
+    )
+    .await;
+    let seen = ids(&r).remove(0);
+    app.publish("cl", "missed\n").await;
+    app.publish_close("cl").await;
+    let mut resumed = stream(&sc, &format!("/stream?channel=cl&prev={}", enc(&seen))).await;
+    assert_eq!(resumed.text().await, "missed\n");
+    assert_eq!(resumed.chunk().await, None, "the last chunk, at once");
 }
 
 /// One of the two GRIP proxies in front of its own copy of the app.

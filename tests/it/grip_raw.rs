@@ -108,3 +108,94 @@ async fn disconnect_of_a_channel_ends_its_holds() {
     assert_eq!(answer.text(), "original\n");
     metric_becomes(&sc.admin, GRIP_STREAMS, 0.0).await;
 }
+
+/// A client cannot step around GRIP by asking for an upgrade: the app's
+/// declined upgrade that asks for a hold gets `502`, and none of its
+/// `Grip-*` headers (its channels) reach the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_request_cannot_step_around_grip() {
+    let app = RawApp::start(STREAM, true).await;
+    let sc = grip_sidecast(&app, "");
+    let mut c = Conn::connect(&sc.public).await;
+    c.get("/feed", &[("Upgrade", "foo"), ("Connection", "Upgrade")])
+        .await;
+    let r = c.response("GET", support::WAIT).await;
+    assert_eq!(r.head.status, 502, "{}", r.head.raw);
+    assert_eq!(r.head.header("sidecast-error"), Some("grip-error"));
+    assert!(!r.head.raw.to_ascii_lowercase().contains("grip-channel"));
+    assert!(!r.text().contains("hello"));
+}
+
+/// `Grip-*` headers without `Grip-Hold` ask for nothing: the response
+/// passes, without them, however they are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grip_headers_without_a_hold_ask_for_nothing() {
+    const PLAIN: &[u8] =
+        b"HTTP/1.1 200 OK\r\nGrip-Channel: a b\r\nGrip-Keep-Alive: x; format=hex\r\n\
+Content-Length: 3\r\n\r\nok\n";
+    let app = RawApp::start(PLAIN, true).await;
+    let sc = grip_sidecast(&app, "");
+    let r = http::request(&sc.public, "GET", "/plain", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "ok\n");
+    assert_eq!(r.header("grip-channel"), None);
+}
+
+/// A response hold whose client sent a byte more and then went away is
+/// released at once, not kept (with its `max_streams` place) until its
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_hold_whose_client_goes_away_is_released() {
+    let app = RawApp::start(POLL, true).await;
+    let sc = grip_sidecast(&app, "");
+    let mut c = Conn::connect(&sc.public).await;
+    c.get("/poll", &[]).await;
+    metric_becomes(&sc.admin, GRIP_STREAMS, 1.0).await;
+    c.send(b"G").await;
+    drop(c);
+    metric_becomes(&sc.admin, GRIP_STREAMS, 0.0).await;
+}
+
+/// A GRIP item's `id` is its own within its channel: the same id on two
+/// channels is two items; on one channel, a retry (same content) is
+/// answered with the first id, other content is refused naming the item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_ids_are_per_channel() {
+    let app = RawApp::start(STREAM, true).await;
+    let sc = grip_sidecast(&app, "");
+    let publish = |channel: &str, content: &str| {
+        let body = json!({"items": [{"channel": channel, "id": "1",
+            "formats": {"http-stream": {"content": content}}}]});
+        let addr = sc.publish.clone().unwrap();
+        async move {
+            http::request(
+                &addr,
+                "POST",
+                "/publish/",
+                &[("Content-Type", "application/json")],
+                body.to_string().as_bytes(),
+            )
+            .await
+        }
+    };
+    let a = publish("ch-a", "x\n").await;
+    let b = publish("ch-b", "x\n").await;
+    assert_eq!(
+        (a.status, b.status),
+        (202, 202),
+        "{} {}",
+        a.text(),
+        b.text()
+    );
+    assert_ne!(a.json()["ids"], b.json()["ids"]);
+    let again = publish("ch-a", "x\n").await;
+    assert_eq!(again.json()["ids"], a.json()["ids"], "a retry");
+    let other = publish("ch-a", "y\n").await;
+    assert_eq!(other.status, 422, "{}", other.text());
+    assert_eq!(other.json()["field"], "items[0].id");
+    let message = other.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("key \"1\""),
+        "the item's own id: {message}"
+    );
+}

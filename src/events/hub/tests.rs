@@ -888,3 +888,25 @@ fn a_new_epoch_resets_every_open_stream_in_band() {
     h.ingest_epoch("second");
     assert!(queued(&s).0.is_empty());
 }
+
+/// A GRIP hold carries the app's format: a new epoch's reset, an SSE
+/// notice, is not written into it.
+#[test]
+fn a_new_epoch_reset_skips_grip_holds() {
+    let h = hub(roomy());
+    h.ingest_epoch("first");
+    let held = h
+        .subscribe(Subscribe {
+            topics: vec![t("a")],
+            user: None,
+            key_id: None,
+            start: Start::New,
+            queue: 8,
+            reader: crate::events::frame::Reader::Held,
+        })
+        .expect("subscribe")
+        .0;
+    h.ingest_epoch("second");
+    h.ingest("second", 7, &new_event(&["a"], "after", None));
+    assert_eq!(datas(&queued(&held).0), ["after"]);
+}
