@@ -176,7 +176,7 @@ async function openPage(t, sc, { file = 'page.html', query = '', expose = {} } =
   });
   const requests = [];
   page.on('request', (r) => {
-    if (new URL(r.url()).pathname === '/events') requests.push({ url: new URL(r.url()), headers: r.allHeaders(), method: r.method() });
+    if (new URL(r.url()).pathname === '/events') requests.push({ url: new URL(r.url()), headers: h.headersOf(r), method: r.method() });
   });
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));

@@ -101,7 +101,7 @@ test('a page whose stream is cut before any event gets what was published while 
   await page.route(`${origin}/cursor.html`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: PAGE }));
   const streams = [];
   page.on('request', (r) => {
-    if (new URL(r.url()).pathname === '/events') streams.push(r.allHeaders());
+    if (new URL(r.url()).pathname === '/events') streams.push(h.headersOf(r));
   });
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));

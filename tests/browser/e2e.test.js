@@ -54,7 +54,7 @@ async function openPage(t, publicAddr) {
   const page = await context.newPage();
   const streams = [];
   page.on('request', (r) => {
-    if (new URL(r.url()).pathname === '/events') streams.push({ url: r.url(), headers: r.allHeaders() });
+    if (new URL(r.url()).pathname === '/events') streams.push({ url: r.url(), headers: h.headersOf(r) });
   });
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));

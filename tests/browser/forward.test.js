@@ -99,7 +99,7 @@ test('signed in through the app\'s form, a page gets its user\'s events on the s
   const streams = [];
   const answers = [];
   page.on('request', (r) => {
-    if (new URL(r.url()).pathname === '/events') streams.push({ url: r.url(), headers: r.allHeaders() });
+    if (new URL(r.url()).pathname === '/events') streams.push({ url: r.url(), headers: h.headersOf(r) });
   });
   page.on('response', (r) => {
     if (new URL(r.url()).pathname === '/events') answers.push(r.status());

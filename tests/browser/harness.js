@@ -249,6 +249,15 @@ async function metric(sc, sample) {
   return m ? Number(m[1]) : 0;
 }
 
+/** A request's headers, as a promise that never rejects: a request the
+ * page makes while its context is closing (an EventSource reconnecting at
+ * the end of a test) is refused its headers, and an unhandled rejection
+ * then would fail the whole file after its tests passed. A test that does
+ * read them gets `{ error }` instead, and says so in its assertion. */
+function headersOf(request) {
+  return request.allHeaders().catch((e) => ({ error: String(e) }));
+}
+
 /** Headless Chromium with a fresh profile. */
 async function launchBrowser() {
   const { chromium } = require('playwright-core');
@@ -275,6 +284,7 @@ module.exports = {
   SECRET,
   WAIT_MS,
   freePort,
+  headersOf,
   launchBrowser,
   metric,
   missing,
