@@ -248,15 +248,23 @@ impl Metrics {
         to_prometheus_text(&self.encode_openmetrics())
     }
 
+    /// The open-streams gauge of `route` (an events route's label, or
+    /// `grip` for the app's holds).
+    pub fn streams_open_on(&self, route: &str) -> Gauge {
+        self.streams_open
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .clone()
+    }
+
     /// Gives each events route its `sidecast_streams_open` series at 0, so
     /// that the gauge (and its `# TYPE` line) is there before the first
     /// stream, and a dashboard shows every route. Called at start-up and
     /// after each reload, with the route table's labels.
     pub fn declare_routes<'a>(&self, labels: impl IntoIterator<Item = &'a str>) {
         for label in labels {
-            let _ = self.streams_open.get_or_create(&RouteLabel {
-                route: label.to_string(),
-            });
+            self.streams_open_on(label);
         }
     }
 

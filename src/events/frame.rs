@@ -123,7 +123,7 @@ impl Draft {
     pub fn new(new: &NewEvent) -> Draft {
         if let Some(g) = &new.grip {
             let buf = match &g.stream {
-                Some(StreamPart::Content(c)) if !c.is_empty() => BytesMut::from(&chunked(c)[..]),
+                Some(StreamPart::Content(c)) if !c.is_empty() => chunk_buf(c),
                 _ => BytesMut::new(),
             };
             return Draft {
@@ -378,11 +378,16 @@ fn sse_body(out: &mut BytesMut, name: Option<&str>, retry: Option<u64>, data: &s
 
 /// Wraps bytes as one HTTP/1.1 chunk.
 pub fn chunked(body: &[u8]) -> Bytes {
+    chunk_buf(body).freeze()
+}
+
+/// [`chunked`], still writable (a GRIP draft keeps it as its buffer).
+fn chunk_buf(body: &[u8]) -> BytesMut {
     let mut out = BytesMut::with_capacity(body.len() + 12);
     out.put_slice(format!("{:x}\r\n", body.len()).as_bytes());
     out.put_slice(body);
     out.put_slice(b"\r\n");
-    out.freeze()
+    out
 }
 
 /// A control frame that sidecast writes itself (`retry:`, a heartbeat, a

@@ -16,7 +16,6 @@ use crate::events::hub::{Refused, Start, Subscribe};
 use crate::events::stream::{jittered, Beat, Settings};
 use crate::http1::hop;
 use crate::http1::respond::{reason, Reply};
-use crate::metrics::RouteLabel;
 use crate::routes::GRIP_LABEL;
 use crate::state::{Runtime, Shared};
 use crate::subscribe::serve::Opened;
@@ -168,13 +167,7 @@ pub async fn begin<C: AsyncRead + AsyncWrite + Unpin>(
             ))
         }
         Mode::Response => {
-            let gauge = shared
-                .metrics
-                .streams_open
-                .get_or_create(&RouteLabel {
-                    route: GRIP_LABEL.to_owned(),
-                })
-                .clone();
+            let gauge = shared.metrics.streams_open_on(GRIP_LABEL);
             gauge.inc();
             let answer = match replay.iter().find_map(|e| e.response().cloned()) {
                 Some(r) => Some(Ok(r)),

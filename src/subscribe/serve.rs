@@ -18,7 +18,7 @@ use crate::events::queue::StreamHandle;
 use crate::events::stream::{self, jittered, Beat, Settings};
 use crate::http1::head::Head;
 use crate::http1::respond::Reply;
-use crate::metrics::{Metrics, RouteLabel};
+use crate::metrics::Metrics;
 use crate::routes::EventsRoute;
 use crate::state::{Runtime, Shared};
 
@@ -56,13 +56,7 @@ impl Opened {
         route: Arc<str>,
         shared: &Shared,
     ) -> Opened {
-        let gauge = shared
-            .metrics
-            .streams_open
-            .get_or_create(&RouteLabel {
-                route: route.to_string(),
-            })
-            .clone();
+        let gauge = shared.metrics.streams_open_on(&route);
         gauge.inc();
         Opened {
             handle,

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::conn::Conn;
+use support::grip::publish_items;
 use support::redis::{all_connected, Redis};
 use support::upstream::RawApp;
-use support::{http, Opts, Sidecast};
+use support::{Opts, Sidecast};
 
 /// The app: every GET answered with a stream hold on `news`.
 const HOLD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nGrip-Hold: stream\r\n\
@@ -20,17 +21,6 @@ fn replica(app: &RawApp, redis: &Redis) -> Sidecast {
     o.upstream_extra = "grip = true\n".into();
     o.extra = redis.cluster_toml("startup_timeout = \"5s\"\n");
     Sidecast::start(&o)
-}
-
-async fn publish_grip(sc: &Sidecast, body: serde_json::Value) -> http::Response {
-    http::request(
-        sc.publish.as_deref().unwrap(),
-        "POST",
-        "/publish/",
-        &[("Content-Type", "application/json")],
-        body.to_string().as_bytes(),
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,14 +44,14 @@ async fn a_stream_held_on_one_replica_gets_what_another_publishes() {
     assert_eq!(held.chunk(support::WAIT).await.unwrap(), b"hello\n");
     // The hold is registered on B before the app's answer reaches the
     // client, so what A publishes now reaches it.
-    let r = publish_grip(
+    let r = publish_items(
         &a,
         json!({"items": [{"channel": "news", "formats": {"http-stream": {"content": "one\n"}}}]}),
     )
     .await;
     assert_eq!(r.status, 202, "{}", r.text());
     let sse_id = a.publish_one("news", "two").await;
-    let r = publish_grip(
+    let r = publish_items(
         &a,
         json!({"items": [{"channel": "news", "formats": {"http-stream": {"content-bin": "dGhyZWUK"}}}]}),
     )
@@ -74,7 +64,7 @@ async fn a_stream_held_on_one_replica_gets_what_another_publishes() {
     );
     assert_eq!(held.chunk(support::WAIT).await.unwrap(), b"three\n");
     // A close published on A ends the stream on B with the last chunk.
-    let r = publish_grip(
+    let r = publish_items(
         &a,
         json!({"items": [{"channel": "news", "formats": {"http-stream": {"action": "close"}}}]}),
     )

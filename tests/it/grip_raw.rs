@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::conn::Conn;
+use support::grip::publish_items;
 use support::scrape::metric_becomes;
 use support::upstream::RawApp;
 use support::{http, Opts, Sidecast};
@@ -166,17 +167,7 @@ async fn item_ids_are_per_channel() {
     let publish = |channel: &str, content: &str| {
         let body = json!({"items": [{"channel": channel, "id": "1",
             "formats": {"http-stream": {"content": content}}}]});
-        let addr = sc.publish.clone().unwrap();
-        async move {
-            http::request(
-                &addr,
-                "POST",
-                "/publish/",
-                &[("Content-Type", "application/json")],
-                body.to_string().as_bytes(),
-            )
-            .await
-        }
+        publish_items(&sc, body)
     };
     let a = publish("ch-a", "x\n").await;
     let b = publish("ch-b", "x\n").await;

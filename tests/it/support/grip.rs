@@ -165,6 +165,19 @@ impl GripApp {
     }
 }
 
+/// `POST /publish/` on `sc`'s publish listener, with no token (a
+/// sidecast without `require_token`).
+pub async fn publish_items(sc: &super::Sidecast, body: serde_json::Value) -> Response {
+    http::request(
+        sc.publish.as_deref().expect("a publish listener"),
+        "POST",
+        "/publish/",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
 /// Percent-encodes a query value.
 pub fn enc(s: &str) -> String {
     s.bytes()
