@@ -4,7 +4,8 @@
 //! their own validator: HS256, and an `exp` still ahead).
 //!
 //! Signing costs an HMAC and two base64 encodings: the token is made once
-//! and reused until half of its hour is gone, not made per request.
+//! and reused for a minute, not made per request: its `exp` stays within
+//! a minute of one hour ahead.
 
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,7 +15,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 /// How long a token is valid.
 const LIFETIME: u64 = 3600;
 /// A token with less than this left is made anew.
-const RENEW_BELOW: u64 = LIFETIME / 2;
+const RENEW_BELOW: u64 = LIFETIME - 60;
 
 #[derive(serde::Serialize)]
 struct Claims {
