@@ -36,11 +36,13 @@ Listens on a free loopback port and prints `port N` on stdout. Endpoints:
 
 import argparse
 import json
+import logging
 import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
 
 from gripcontrol import (
     Channel,
@@ -54,6 +56,28 @@ from gripcontrol import (
 SIG_KEY = None
 PUB = None
 PUB_LOCK = threading.Lock()
+# Every item the app publishes carries an id of its own, so an attempt
+# retried after a timeout is published once (both proxies drop an item
+# whose id they have just seen on its channel). Ids never reach a client.
+NEXT_ID = iter(range(1, 1 << 62))
+# How long one publish attempt may take before it is tried once more.
+ATTEMPT_TIMEOUT = 5
+
+
+def bounded(client):
+    """Gives each attempt of `client` (the library's PubControlClient) a
+    timeout. The library's session has none, so a proxy that never
+    answered would hang the app's request for ever; with it, the library
+    retries once (its own urllib3 Retry, logged on stderr by urllib3) and
+    then raises, which the app answers as 502 with the library's error."""
+    session = client.requests_session
+    post = session.post
+
+    def post_bounded(*args, **kwargs):
+        kwargs.setdefault("timeout", ATTEMPT_TIMEOUT)
+        return post(*args, **kwargs)
+
+    session.post = post_bounded
 
 
 def channels_of(params):
@@ -147,8 +171,11 @@ class Handler(BaseHTTPRequestHandler):
         entry = {"control_uri": cfg["control_uri"]}
         if cfg.get("key"):
             entry["key"] = cfg["key"]
+        pub = GripPubControl(entry)
+        for client in pub.clients:
+            bounded(client)
         with PUB_LOCK:
-            PUB = GripPubControl(entry)
+            PUB = pub
         self.answer(204, [], b"")
 
     def publish(self):
@@ -159,14 +186,15 @@ class Handler(BaseHTTPRequestHandler):
         kind = one("kind", "stream")
         with PUB_LOCK:
             pub = PUB
+            item_id = "app-%d" % next(NEXT_ID)
         if pub is None:
             self.answer(409, [("Content-Type", "text/plain")], "POST /control first\n")
             return
         try:
             if kind == "stream":
-                pub.publish_http_stream(channel, HttpStreamFormat(content), blocking=True)
+                pub.publish_http_stream(channel, HttpStreamFormat(content), id=item_id, blocking=True)
             elif kind == "close":
-                pub.publish_http_stream(channel, HttpStreamFormat(close=True), blocking=True)
+                pub.publish_http_stream(channel, HttpStreamFormat(close=True), id=item_id, blocking=True)
             elif kind == "response":
                 headers = dict(h.split(":", 1) for h in p.get("header", []))
                 code = one("code")
@@ -176,7 +204,7 @@ class Handler(BaseHTTPRequestHandler):
                     headers=headers or None,
                     body=content,
                 )
-                pub.publish_http_response(channel, fmt, blocking=True)
+                pub.publish_http_response(channel, fmt, id=item_id, blocking=True)
             else:
                 self.answer(400, [("Content-Type", "text/plain")], "kind: stream, close or response\n")
                 return
@@ -208,6 +236,8 @@ def main():
     ap.add_argument("--sig-key", help="the key Grip-Sig is checked with")
     args = ap.parse_args()
     SIG_KEY = args.sig_key
+    # urllib3 says when the library retries a publish (a warning).
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="grip_app: %(name)s: %(message)s")
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     threading.Thread(target=exit_with_stdin, daemon=True).start()

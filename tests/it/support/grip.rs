@@ -129,8 +129,18 @@ impl GripApp {
         assert_eq!(r.status, 204, "{}", r.text());
     }
 
+    /// One request to the app. Its publishes give up within about 11 s
+    /// (two attempts of 5 s), so one that takes 15 s shows the app's log,
+    /// which says what the library's calls to the proxy did.
     pub async fn request(&self, method: &str, path: &str, body: &[u8]) -> Response {
-        Box::pin(http::request(&self.addr, method, path, &[], body)).await
+        let call = Box::pin(http::request(&self.addr, method, path, &[], body));
+        match tokio::time::timeout(Duration::from_secs(15), call).await {
+            Ok(r) => r,
+            Err(_) => panic!(
+                "the app did not answer {method} {path} within 15 s\napp log:\n{}",
+                self.log_text()
+            ),
+        }
     }
 
     /// Has the app publish through its library; the app's answer (`200
