@@ -38,14 +38,41 @@ pub struct Sidecast {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
-/// A temporary directory removed on drop.
+/// A fresh temporary directory for this test process. Tests share files
+/// with the processes they start (configs, sockets, logs read after a
+/// failure), so a directory outlives its test; the first call of a run
+/// removes the directories of runs whose process is gone.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_dirs_of_ended_runs);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("sidecast-test-{}-{tag}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+/// Removes every `sidecast-test-PID-*` directory whose PID is no running
+/// process: what earlier runs of the suite left.
+fn remove_dirs_of_ended_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("sidecast-test-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A config whose listeners bind port 0 on loopback, auth on with
