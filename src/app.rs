@@ -165,7 +165,6 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("auth.jwks_url: the first fetch failed: {e}"))?;
         tracing::info!(keys = n, "JWKS fetched");
     }
-    let refresh_jwks = config.auth.jwks_url.is_some();
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(Runtime::with_keys(Arc::new(config), jwks.keys())),
         hub,
@@ -176,13 +175,12 @@ pub async fn run(config: Config, levels: LevelHandle) -> anyhow::Result<()> {
         jwks,
         cluster: cluster.clone(),
     });
-    if refresh_jwks {
-        let s = shared.clone();
-        shared.jwks.spawn_refresh(move || {
-            let auth = &s.runtime().config.auth;
-            (auth.jwks_url.clone(), auth.jwks_refresh)
-        });
-    }
+    // Runs with no URL too: a reload may set one.
+    let s = shared.clone();
+    shared.jwks.spawn_refresh(move || {
+        let auth = &s.runtime().config.auth;
+        (auth.jwks_url.clone(), auth.jwks_refresh)
+    });
 
     shared
         .metrics

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::Signal;
 
+use crate::auth::jwks::FetchError;
 use crate::config::{Config, Listen};
 use crate::logging::LevelHandle;
 use crate::state::{Runtime, Shared};
@@ -73,18 +74,48 @@ fn start_up_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     ])
 }
 
+/// Logs and counts a refused reload; the old configuration stays.
+fn refuse(shared: &Shared, why: &str, lines: &[String]) -> bool {
+    shared.metrics.reload(false);
+    for line in lines {
+        tracing::error!(trigger = why, "config reload refused: {line}");
+    }
+    tracing::error!(trigger = why, "the previous configuration stays in force");
+    false
+}
+
+/// The key set a new configuration's `jwks_url` puts in force, when it
+/// differs from the old one's: fetched now, so that a URL set or changed by
+/// a reload is checked as it is at start-up (a reload whose fetch fails is
+/// refused), and a URL removed takes its keys with it (streams they
+/// authenticated are revoked, as for any key that goes). `None`: the URL
+/// is unchanged and the keys in force stay.
+async fn jwks_change(
+    shared: &Shared,
+    old: &Config,
+    new: &Config,
+) -> Result<Option<Vec<crate::keys::Key>>, FetchError> {
+    if old.auth.jwks_url == new.auth.jwks_url {
+        return Ok(None);
+    }
+    match &new.auth.jwks_url {
+        None => Ok(Some(Vec::new())),
+        Some(url) => shared.jwks.fetch(url).await.map(Some),
+    }
+}
+
 /// Applies a new configuration; returns whether it was valid.
-pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
+pub async fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
     let old = shared.runtime();
     let config = match Config::load(&old.config.source) {
         Ok(c) => c,
+        Err(e) => return refuse(shared, why, &e.lines),
+    };
+    let fetched = match jwks_change(shared, &old.config, &config).await {
+        Ok(f) => f,
         Err(e) => {
-            shared.metrics.reload(false);
-            for line in &e.lines {
-                tracing::error!(trigger = why, "config reload refused: {line}");
-            }
-            tracing::error!(trigger = why, "the previous configuration stays in force");
-            return false;
+            let line = format!("auth.jwks_url: the fetch failed: {e}");
+            return refuse(shared, why, &[line]);
         }
     };
     let changed = listen_changes(&old.config.listen, &config.listen);
@@ -100,6 +131,13 @@ pub fn reload(shared: &Shared, levels: &LevelHandle, why: &str) -> bool {
             keys = %changed.join(", "),
             "[cluster] or [log] format changed: these settings need a restart; ignored until then"
         );
+    }
+    if let Some(keys) = fetched {
+        tracing::info!(
+            keys = keys.len(),
+            "auth.jwks_url changed: its key set is in force"
+        );
+        shared.jwks.install(config.auth.jwks_url.as_deref(), keys);
     }
     let rt = Runtime::with_keys(Arc::new(config), old.fetched.clone());
     let max = shared.max_streams(&rt.config);
@@ -163,7 +201,7 @@ async fn watch(
                 ("file change", now)
             }
         };
-        reload(&shared, &levels, why);
+        reload(&shared, &levels, why).await;
         // A reload that names other files is stamped anew: the old set's
         // stamps would differ from the new set's at every tick.
         let after = stamps(&shared);

@@ -1,8 +1,10 @@
 //! Keys from an identity provider's JWKS URL: fetched at start (start-up
-//! fails if the first fetch does), every `jwks_refresh`, and on a token with
-//! an unknown `kid` at most once a minute. When a fetch fails the last good
-//! set is kept, so a provider outage does not lock users out. The client
-//! owns the fetched keys and swaps them in whole: nothing else is rebuilt.
+//! fails if the first fetch does), on a reload that sets or changes the URL
+//! (the reload is refused if that fetch fails), every `jwks_refresh`, and
+//! on a token with an unknown `kid` at most once a minute. When a refresh
+//! fails the last good set is kept, so a provider outage does not lock
+//! users out. The client owns the fetched keys and swaps them in whole:
+//! nothing else is rebuilt.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +68,11 @@ pub struct Jwks {
     client: Client<Https, Empty<Bytes>>,
     last_unknown: Mutex<Option<Instant>>,
     keys: Arc<FetchedKeys>,
+    /// The URL the keys in force came from (`None`: no URL, no keys). A
+    /// refresh stores what it fetched only if its URL is still this one,
+    /// so a fetch of the old URL that ends after a reload changed it
+    /// cannot bring the old provider's keys back.
+    source: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Jwks {
@@ -85,6 +92,7 @@ impl Jwks {
             client: Client::builder(TokioExecutor::new()).build(https),
             last_unknown: Mutex::new(None),
             keys: Arc::default(),
+            source: std::sync::Mutex::new(None),
         }
     }
 
@@ -93,12 +101,21 @@ impl Jwks {
         self.keys.clone()
     }
 
-    /// Fetches the key set at `url` and swaps it in; how many keys came.
+    /// Fetches the key set at `url` and puts it in force; how many keys
+    /// came.
     pub async fn load(&self, url: &str) -> Result<usize, FetchError> {
         let keys = self.fetch(url).await?;
         let n = keys.len();
-        self.keys.store(keys);
+        self.install(Some(url), keys);
         Ok(n)
+    }
+
+    /// Puts `keys`, fetched from `url`, in force (no URL: no keys), for a
+    /// reload that set, changed or removed the URL.
+    pub fn install(&self, url: Option<&str>, keys: Vec<Key>) {
+        let mut source = self.source.lock().unwrap_or_else(|e| e.into_inner());
+        *source = url.map(str::to_owned);
+        self.keys.store(keys);
     }
 
     /// Fetches and parses the key set at `url`.
@@ -137,11 +154,18 @@ impl Jwks {
             })?
     }
 
-    /// Fetches and swaps the keys in; keeps the last good set on failure.
+    /// Fetches and swaps the keys in; keeps the last good set on failure,
+    /// and drops what came if a reload has meanwhile moved to another URL.
     pub async fn refresh(&self, url: &str) -> bool {
-        match self.load(url).await {
-            Ok(n) => {
-                tracing::debug!(keys = n, "JWKS refreshed");
+        match self.fetch(url).await {
+            Ok(keys) => {
+                let source = self.source.lock().unwrap_or_else(|e| e.into_inner());
+                if source.as_deref() != Some(url) {
+                    tracing::debug!("JWKS fetched from a URL no longer in force; dropped");
+                    return false;
+                }
+                tracing::debug!(keys = keys.len(), "JWKS refreshed");
+                self.keys.store(keys);
                 true
             }
             Err(e) => {

@@ -223,3 +223,60 @@ async fn start_up_fails_clearly_when_the_first_fetch_fails() {
         "{err}"
     );
 }
+
+/// Rewrites `sc`'s config file in one step (a rename) and signals a reload.
+fn reload_with(sc: &Sidecast, opts: &Opts) {
+    let tmp = sc.dir.join("sidecar.toml.new");
+    std::fs::write(&tmp, opts.toml()).unwrap();
+    std::fs::rename(&tmp, sc.dir.join("sidecar.toml")).unwrap();
+    sc.signal("HUP");
+}
+
+async fn reloads_reach(sc: &Sidecast, result: &str, n: f64) {
+    let name = format!("sidecast_config_reloads_total{{result=\"{result}\"}}");
+    scrape::metric_reaches(&sc.admin, &name, n).await;
+}
+
+/// `jwks_url` set by a reload is fetched then, and a reload whose URL does
+/// not answer is refused, as at start-up; removed by a reload, it takes its
+/// keys with it, and the streams they opened end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_sets_and_removes_the_jwks_url() {
+    let Some((k1, _, provider, up)) = two_keys_one_served().await else {
+        return;
+    };
+    let mut o = Opts::new(&up.url());
+    let sc = Sidecast::start(&o);
+    let hs = sc.token("alice", &["t"]);
+    let rs = k1.sign("one", &claims("alice"));
+    assert_eq!(status(&sc, &rs).await, 401, "no URL: the provider's key");
+
+    // A URL that does not answer: refused, and the old keys stay.
+    let dead = format!("http://127.0.0.1:{}/jwks.json", support::free_port());
+    o.auth = format!("jwks_url = \"{dead}\"");
+    reload_with(&sc, &o);
+    reloads_reach(&sc, "failed", 1.0).await;
+    sc.log_with(&["config reload refused: auth.jwks_url: the fetch failed"])
+        .await;
+    assert_eq!(status(&sc, &hs).await, 200, "the old key after a refusal");
+    assert_eq!(*provider.hits.lock().unwrap(), 0);
+
+    // The provider's URL: fetched by the reload, in force at once (the
+    // refresh is an hour away).
+    o.auth = format!("jwks_url = \"{}\"\njwks_refresh = \"1h\"", provider.url());
+    reload_with(&sc, &o);
+    reloads_reach(&sc, "ok", 1.0).await;
+    assert_eq!(*provider.hits.lock().unwrap(), 1, "fetched by the reload");
+    let mut s = Sse::open_token(&sc.public, "/events?topic=t", &rs).await;
+    assert_eq!(s.status(), 200);
+    s.next_block(support::WAIT).await.expect("the stream opens");
+
+    // Removed: its keys go, and the stream they opened ends.
+    o.auth = String::new();
+    reload_with(&sc, &o);
+    reloads_reach(&sc, "ok", 2.0).await;
+    s.until_end(support::WAIT).await;
+    assert!(s.eof, "the stream of a removed key ends");
+    assert_eq!(status(&sc, &rs).await, 401, "the URL's key is gone");
+    assert_eq!(status(&sc, &hs).await, 200, "the secret is the key again");
+}
