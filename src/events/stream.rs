@@ -413,6 +413,32 @@ mod tests {
         assert_eq!(stream.await.unwrap(), Ended::Closed(Close::Shutdown));
     }
 
+    /// A held stream's handle, with room for 8 events.
+    fn held_handle(id: u64) -> Arc<StreamHandle> {
+        use crate::events::frame::Reader;
+        Arc::new(StreamHandle::new(
+            id,
+            None,
+            Box::new([]),
+            None,
+            Reader::Held,
+            8,
+        ))
+    }
+
+    /// Runs stream `h` on `io` with `s` in a task of its own.
+    fn spawn_run(
+        h: &Arc<StreamHandle>,
+        mut io: tokio::io::DuplexStream,
+        s: Settings,
+    ) -> tokio::task::JoinHandle<Ended> {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let latency = Histogram::new([1.0]);
+            run(&mut io, &h, Vec::new(), &s, &latency).await
+        })
+    }
+
     fn held(beat: Option<Beat>) -> Settings {
         Settings {
             beat,
@@ -444,28 +470,18 @@ mod tests {
     /// busy the stream; with no keep-alive a held stream stays silent.
     #[tokio::test(start_paused = true)]
     async fn a_grip_keep_alive_in_interval_mode_ignores_writes_and_none_is_silence() {
-        use crate::events::frame::{Reader, StreamPart};
-        let h = Arc::new(StreamHandle::new(
-            1,
-            None,
-            Box::new([]),
-            None,
-            Reader::Held,
-            8,
-        ));
-        let (mut io, mut peer) = tokio::io::duplex(4096);
-        let s = held(Some(Beat {
-            every: Duration::from_secs(10),
-            frame: Bytes::from_static(b"2\r\nka\r\n"),
-            interval: true,
-        }));
-        let stream = {
-            let h = h.clone();
-            tokio::spawn(async move {
-                let latency = Histogram::new([1.0]);
-                run(&mut io, &h, Vec::new(), &s, &latency).await
-            })
-        };
+        use crate::events::frame::StreamPart;
+        let h = held_handle(1);
+        let (io, mut peer) = tokio::io::duplex(4096);
+        let stream = spawn_run(
+            &h,
+            io,
+            held(Some(Beat {
+                every: Duration::from_secs(10),
+                frame: Bytes::from_static(b"2\r\nka\r\n"),
+                interval: true,
+            })),
+        );
         tokio::time::sleep(Duration::from_secs(6)).await;
         h.push(&grip_item(StreamPart::Content(b"x".to_vec())));
         tokio::task::yield_now().await;
@@ -476,22 +492,9 @@ mod tests {
         h.close(Close::Shutdown);
         assert_eq!(stream.await.unwrap(), Ended::Closed(Close::Shutdown));
 
-        let quiet = Arc::new(StreamHandle::new(
-            2,
-            None,
-            Box::new([]),
-            None,
-            Reader::Held,
-            8,
-        ));
-        let (mut io, mut peer) = tokio::io::duplex(4096);
-        let stream = {
-            let h = quiet.clone();
-            tokio::spawn(async move {
-                let latency = Histogram::new([1.0]);
-                run(&mut io, &h, Vec::new(), &held(None), &latency).await
-            })
-        };
+        let quiet = held_handle(2);
+        let (io, mut peer) = tokio::io::duplex(4096);
+        let stream = spawn_run(&quiet, io, held(None));
         tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
         assert_eq!(drain(&mut peer), "", "no keep-alive asked: nothing written");
         quiet.close(Close::Shutdown);

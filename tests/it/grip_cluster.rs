@@ -23,6 +23,16 @@ fn replica(app: &RawApp, redis: &Redis) -> Sidecast {
     Sidecast::start(&o)
 }
 
+/// Publishes one `http-stream` item (`format`) to channel `news` on `sc`.
+async fn publish_news(sc: &Sidecast, format: serde_json::Value) {
+    let r = publish_items(
+        sc,
+        json!({"items": [{"channel": "news", "formats": {"http-stream": format}}]}),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_held_on_one_replica_gets_what_another_publishes() {
     let Some(redis) = Redis::required(false) else {
@@ -44,19 +54,9 @@ async fn a_stream_held_on_one_replica_gets_what_another_publishes() {
     assert_eq!(held.chunk(support::WAIT).await.unwrap(), b"hello\n");
     // The hold is registered on B before the app's answer reaches the
     // client, so what A publishes now reaches it.
-    let r = publish_items(
-        &a,
-        json!({"items": [{"channel": "news", "formats": {"http-stream": {"content": "one\n"}}}]}),
-    )
-    .await;
-    assert_eq!(r.status, 202, "{}", r.text());
+    publish_news(&a, json!({"content": "one\n"})).await;
     let sse_id = a.publish_one("news", "two").await;
-    let r = publish_items(
-        &a,
-        json!({"items": [{"channel": "news", "formats": {"http-stream": {"content-bin": "dGhyZWUK"}}}]}),
-    )
-    .await;
-    assert_eq!(r.status, 202, "{}", r.text());
+    publish_news(&a, json!({"content-bin": "dGhyZWUK"})).await;
     assert_eq!(held.chunk(support::WAIT).await.unwrap(), b"one\n");
     assert_eq!(
         String::from_utf8(held.chunk(support::WAIT).await.unwrap()).unwrap(),
@@ -64,12 +64,7 @@ async fn a_stream_held_on_one_replica_gets_what_another_publishes() {
     );
     assert_eq!(held.chunk(support::WAIT).await.unwrap(), b"three\n");
     // A close published on A ends the stream on B with the last chunk.
-    let r = publish_items(
-        &a,
-        json!({"items": [{"channel": "news", "formats": {"http-stream": {"action": "close"}}}]}),
-    )
-    .await;
-    assert_eq!(r.status, 202, "{}", r.text());
+    publish_news(&a, json!({"action": "close"})).await;
     assert_eq!(held.chunk(support::WAIT).await, None);
     assert!(held.closes_within(Duration::from_secs(5)).await);
 }
